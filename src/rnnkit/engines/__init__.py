@@ -1,0 +1,53 @@
+"""Engines: interchangeable ways to run a cell over a whole sequence.
+
+``loop`` is the reference (autograd through the cell's step); ``native`` calls
+PyTorch's own kernels where a cell is exactly a plain RNN / LSTM / GRU. ``auto``
+takes the first engine in :data:`AUTO_ORDER` that supports the configuration.
+"""
+
+from __future__ import annotations
+
+from rnnkit.cells.base import RecurrentCell
+from rnnkit.engines.base import Engine, Unroll, reverse_padded
+from rnnkit.engines.loop import LoopEngine
+from rnnkit.engines.native import NativeEngine
+
+ENGINES: dict[str, Engine] = {"loop": LoopEngine(), "native": NativeEngine()}
+
+# Fastest first; ``loop`` runs everything and closes the list.
+AUTO_ORDER: tuple[str, ...] = ("native", "loop")
+
+
+def check_engine(name: str) -> str:
+    if name != "auto" and name not in ENGINES:
+        allowed = ", ".join(repr(n) for n in ("auto", *ENGINES))
+        raise ValueError(f"engine={name!r} is not known; expected one of {allowed}")
+    return name
+
+
+def select_engine(name: str, cell: RecurrentCell, unroll: Unroll) -> Engine:
+    """The engine to run ``unroll`` with: ``name``, or the fastest that applies for auto."""
+    check_engine(name)
+    if name != "auto":
+        reason = ENGINES[name].unsupported(cell, unroll)
+        if reason is not None:
+            raise ValueError(f"engine={name!r} cannot run this configuration: {reason}")
+        return ENGINES[name]
+    for candidate in AUTO_ORDER:
+        if ENGINES[candidate].unsupported(cell, unroll) is None:
+            return ENGINES[candidate]
+    reason = ENGINES["loop"].unsupported(cell, unroll)
+    raise ValueError(f"no engine can run this configuration: {reason}")
+
+
+__all__ = [
+    "AUTO_ORDER",
+    "ENGINES",
+    "Engine",
+    "LoopEngine",
+    "NativeEngine",
+    "Unroll",
+    "check_engine",
+    "reverse_padded",
+    "select_engine",
+]

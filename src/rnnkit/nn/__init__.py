@@ -1,0 +1,5 @@
+"""Drop-in replacements for ``torch.nn.RNN``, ``LSTM`` and ``GRU``."""
+
+from rnnkit.nn.rnn import GRU, LSTM, RNN
+
+__all__ = ["GRU", "LSTM", "RNN"]
