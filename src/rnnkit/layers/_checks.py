@@ -10,7 +10,9 @@ def time_major(x: Tensor, input_size: int, batch_first: bool) -> Tensor:
     """Check ``x`` is a 3-D sequence batch with ``input_size`` features; return (T, B, I)."""
     layout = "(B, T, I)" if batch_first else "(T, B, I)"
     if not isinstance(x, Tensor):
-        raise ValueError(f"expected the input as a tensor of shape {layout}, got {type(x).__name__}")
+        raise ValueError(
+            f"expected the input as a tensor of shape {layout}, got {type(x).__name__}"
+        )
     if x.dim() != 3 or x.shape[-1] != input_size:
         raise ValueError(
             f"expected input of shape {layout} with I={input_size}, got {tuple(x.shape)}"

@@ -56,6 +56,4 @@ def substituted(module: nn.Module, tensors: dict[str, Tensor]) -> Iterator[None]
 
 def dropconnect_weights(module: nn.Module, names, p: float) -> dict[str, Tensor]:
     """Masked copies of the named weights, one fresh mask each."""
-    return {
-        name: (w := module.get_parameter(name)) * dropout_mask(p, w.shape, w) for name in names
-    }
+    return {name: (w := module.get_parameter(name)) * dropout_mask(p, w.shape, w) for name in names}

@@ -121,10 +121,14 @@ class _RNNBase(nn.Module):
     def _state_from_hx(self, hx, batch: int, like: Tensor):
         """torch's ``(num_layers * D, B, ·)`` tensors -> the stack's nested state."""
         directions = 2 if self.bidirectional else 1
+        if self.mode != "LSTM" and not isinstance(hx, Tensor):
+            raise ValueError(
+                f"expected hx as one tensor h_0 for {self.mode}, got {type(hx).__name__}"
+            )
         hs = hx if isinstance(hx, tuple) else (hx,)
         out_size = self.proj_size or self.hidden_size
         sizes = (out_size, self.hidden_size)[: len(hs)]
-        for name, h, size in zip(("h_0", "c_0"), hs, sizes, strict=True):
+        for name, h, size in zip(("h_0", "c_0")[: len(hs)], hs, sizes, strict=True):
             want = (self.num_layers * directions, batch, size)
             if not isinstance(h, Tensor) or tuple(h.shape) != want:
                 got = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
@@ -163,7 +167,11 @@ class _RNNBase(nn.Module):
             if unbatched:
                 x = x.unsqueeze(1)
                 if hx is not None:
-                    hx = tuple(h.unsqueeze(1) for h in hx) if isinstance(hx, tuple) else hx.unsqueeze(1)
+                    hx = (
+                        tuple(h.unsqueeze(1) for h in hx)
+                        if isinstance(hx, tuple)
+                        else hx.unsqueeze(1)
+                    )
             elif self.batch_first:
                 x = x.transpose(0, 1)
         if x.dim() != 3 or x.shape[-1] != self.input_size:
