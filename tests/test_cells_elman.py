@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _numerics import gradcheck_module
 
+from _numerics import gradcheck_module
 from rnnkit.cells import ElmanCell
 
 D = torch.float64
-B, I, H = 3, 4, 5
+B, N_IN, H = 3, 4, 5
 
 
 def unroll(cell, xs, state):
@@ -25,11 +25,11 @@ def unroll(cell, xs, state):
 @pytest.mark.parametrize("bias", [True, False])
 def test_gradcheck(nonlinearity, init, bias):
     torch.manual_seed(0)
-    cell = ElmanCell(I, H, nonlinearity, bias=bias, init=init, dtype=D)
+    cell = ElmanCell(N_IN, H, nonlinearity, bias=bias, init=init, dtype=D)
     with torch.no_grad():  # move off the identity/zero start so relu kinks are not hit
         for p in cell.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    xs, h0 = torch.randn(4, B, I, dtype=D), torch.randn(B, H, dtype=D)
+    xs, h0 = torch.randn(4, B, N_IN, dtype=D), torch.randn(B, H, dtype=D)
     assert gradcheck_module(cell, lambda c, xs, h: unroll(c, xs, (h,)), xs, h0)
 
 
@@ -37,10 +37,10 @@ def test_gradcheck(nonlinearity, init, bias):
 @pytest.mark.parametrize("bias", [True, False])
 def test_matches_torch_rnncell(nonlinearity, bias):
     torch.manual_seed(1)
-    ref = torch.nn.RNNCell(I, H, bias=bias, nonlinearity=nonlinearity, dtype=D)
-    cell = ElmanCell(I, H, nonlinearity, bias=bias, dtype=D)
+    ref = torch.nn.RNNCell(N_IN, H, bias=bias, nonlinearity=nonlinearity, dtype=D)
+    cell = ElmanCell(N_IN, H, nonlinearity, bias=bias, dtype=D)
     cell.load_state_dict(ref.state_dict(), strict=True)
-    xs = torch.randn(6, B, I, dtype=D, requires_grad=True)
+    xs = torch.randn(6, B, N_IN, dtype=D, requires_grad=True)
     h = h_ref = torch.randn(B, H, dtype=D)
     ys, ys_ref = [], []
     for x in xs:
@@ -59,9 +59,9 @@ def test_matches_torch_rnncell(nonlinearity, bias):
 
 def test_same_seed_same_weights_as_torch():
     torch.manual_seed(7)
-    ref = torch.nn.RNNCell(I, H)
+    ref = torch.nn.RNNCell(N_IN, H)
     torch.manual_seed(7)
-    cell = ElmanCell(I, H)
+    cell = ElmanCell(N_IN, H)
     for (name, p), (name_ref, p_ref) in zip(
         cell.named_parameters(), ref.named_parameters(), strict=True
     ):
@@ -69,19 +69,19 @@ def test_same_seed_same_weights_as_torch():
 
 
 def test_orthogonal_init():
-    W = ElmanCell(I, H, init="orthogonal", dtype=D).weight_hh
+    W = ElmanCell(N_IN, H, init="orthogonal", dtype=D).weight_hh
     assert torch.allclose(W.T @ W, torch.eye(H, dtype=D), atol=1e-12)
 
 
 def test_irnn_init_is_identity_with_zero_bias():
-    cell = ElmanCell(I, H, nonlinearity="relu", init="identity")
+    cell = ElmanCell(N_IN, H, nonlinearity="relu", init="identity")
     assert torch.equal(cell.weight_hh, torch.eye(H))
     assert torch.equal(cell.bias_ih, torch.zeros(H)) and torch.equal(cell.bias_hh, torch.zeros(H))
     # With zero input weights an IRNN carries a positive state unchanged.
     with torch.no_grad():
         cell.weight_ih.zero_()
     h = torch.rand(2, H)
-    y, _ = cell(torch.randn(2, I), (h,))
+    y, _ = cell(torch.randn(2, N_IN), (h,))
     assert torch.equal(y, h)
 
 
@@ -94,6 +94,6 @@ def test_irnn_init_is_identity_with_zero_bias():
     ],
 )
 def test_bad_options(kwargs, message):
-    args = {"input_size": I, "hidden_size": H, **kwargs}
+    args = {"input_size": N_IN, "hidden_size": H, **kwargs}
     with pytest.raises(ValueError, match=message):
         ElmanCell(**args)

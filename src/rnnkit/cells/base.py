@@ -75,6 +75,16 @@ class RecurrentCell(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"
 
+    def _add_weights(self, rows: int, recurrent_size: int, bias: bool, device, dtype) -> None:
+        """Register PyTorch's four step weights, in torch.nn's order (so seeded
+        initialisations match): ``weight_ih (rows, I)``, ``weight_hh (rows, R)``,
+        ``bias_ih``, ``bias_hh`` ``(rows,)`` (None without bias)."""
+        kw = {"device": device, "dtype": dtype}
+        self.weight_ih = nn.Parameter(torch.empty(rows, self.input_size, **kw))
+        self.weight_hh = nn.Parameter(torch.empty(rows, recurrent_size, **kw))
+        self.bias_ih = nn.Parameter(torch.empty(rows, **kw)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(rows, **kw)) if bias else None
+
 
 def uniform_(params, hidden_size: int) -> None:
     """PyTorch's default recurrent initialisation: U(-1/sqrt(H), 1/sqrt(H))."""

@@ -81,11 +81,7 @@ class ClockworkCell(RecurrentCell):
                 f"({self.num_groups}, periods={self.periods})"
             )
         self.bias = bias
-        kw = {"device": device, "dtype": dtype}
-        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **kw))
-        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **kw))
-        self.bias_ih = nn.Parameter(torch.empty(hidden_size, **kw)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(hidden_size, **kw)) if bias else None
+        self._add_weights(hidden_size, hidden_size, bias, device, dtype)
         group = torch.arange(hidden_size, device=device) // (hidden_size // self.num_groups)
         # Periods increase with the group index, so T_j >= T_i  <=>  j >= i.
         mask = (group[None, :] >= group[:, None]).to(self.weight_hh.dtype)  # (H, H)

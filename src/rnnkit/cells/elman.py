@@ -53,15 +53,11 @@ class ElmanCell(RecurrentCell):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
         self.init = check_choice("init", init, ("uniform", "orthogonal", "identity"))
         self.bias = bias
-        kw = {"device": device, "dtype": dtype}
-        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **kw))
-        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **kw))
-        self.bias_ih = nn.Parameter(torch.empty(hidden_size, **kw)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(hidden_size, **kw)) if bias else None
+        self._add_weights(hidden_size, hidden_size, bias, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        uniform_(self.parameters(), self.hidden_size)
+        uniform_((self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh), self.hidden_size)
         init_recurrent_(self.weight_hh, self.init)
         if self.init == "identity" and self.bias:
             with torch.no_grad():
@@ -73,11 +69,15 @@ class ElmanCell(RecurrentCell):
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         (h_prev,) = state  # (B, H)
+        h = self._activation(x, h_prev)
+        return h, (h,)
+
+    def _activation(self, x: Tensor, h_prev: Tensor) -> Tensor:
+        """``f(W_ih x + b_ih + W_hh h_prev + b_hh)`` (B, H)."""
         pre = nn.functional.linear(x, self.weight_ih, self.bias_ih) + nn.functional.linear(
             h_prev, self.weight_hh, self.bias_hh
         )  # (B, H)
-        h = NONLINEARITIES[self.nonlinearity](pre)
-        return h, (h,)
+        return NONLINEARITIES[self.nonlinearity](pre)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, nonlinearity={self.nonlinearity!r}"

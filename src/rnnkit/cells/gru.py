@@ -53,11 +53,7 @@ class GRUCell(RecurrentCell):
         self.hidden_size = self.output_size = check_positive("hidden_size", hidden_size)
         self.reset = check_choice("reset", reset, ("after", "before"))
         self.bias = bias
-        kw = {"device": device, "dtype": dtype}
-        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size, **kw))
-        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size, **kw))
-        self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size, **kw)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(3 * hidden_size, **kw)) if bias else None
+        self._add_weights(3 * hidden_size, hidden_size, bias, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

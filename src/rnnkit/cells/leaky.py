@@ -7,15 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from rnnkit.cells.base import (
-    NONLINEARITIES,
-    RecurrentCell,
-    State,
-    check_choice,
-    check_positive,
-    init_recurrent_,
-    uniform_,
-)
+from rnnkit.cells.base import State, check_positive
+from rnnkit.cells.elman import ElmanCell
 
 
 def timescale_alphas(hidden_size: int, timescales: Sequence[float]) -> Tensor:
@@ -41,7 +34,7 @@ def timescale_alphas(hidden_size: int, timescales: Sequence[float]) -> Tensor:
     )
 
 
-class LeakyCell(RecurrentCell):
+class LeakyCell(ElmanCell):
     r"""Leaky-integrator RNN step (Jaeger et al. 2007).
 
     .. math::
@@ -83,24 +76,13 @@ class LeakyCell(RecurrentCell):
         device=None,
         dtype=None,
     ) -> None:
-        super().__init__()
-        self.input_size = check_positive("input_size", input_size)
-        self.hidden_size = self.output_size = check_positive("hidden_size", hidden_size)
-        self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
-        self.init = check_choice("init", init, ("uniform", "orthogonal", "identity"))
+        super().__init__(input_size, hidden_size, nonlinearity, bias, init, device, dtype)
         self.learn_alpha = learn_alpha
-        self.bias = bias
-        kw = {"device": device, "dtype": dtype}
-        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **kw))
-        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **kw))
-        self.bias_ih = nn.Parameter(torch.empty(hidden_size, **kw)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(hidden_size, **kw)) if bias else None
-        alpha = self._check_alpha(alpha, hidden_size, **kw)  # (H,)
+        alpha = self._check_alpha(alpha, hidden_size, device=device, dtype=dtype)  # (H,)
         if learn_alpha:
             self.alpha_logit = nn.Parameter(torch.logit(alpha))
         else:
             self.register_buffer("alpha", alpha)
-        self.reset_parameters()
 
     @staticmethod
     def _check_alpha(alpha, hidden_size: int, device=None, dtype=None) -> Tensor:
@@ -123,24 +105,10 @@ class LeakyCell(RecurrentCell):
         """The current per-unit ``alpha`` ``(H,)``, fixed or learned."""
         return torch.sigmoid(self.alpha_logit) if self.learn_alpha else self.alpha
 
-    def reset_parameters(self) -> None:
-        uniform_((self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh), self.hidden_size)
-        init_recurrent_(self.weight_hh, self.init)
-        if self.init == "identity" and self.bias:
-            with torch.no_grad():
-                self.bias_ih.zero_()
-                self.bias_hh.zero_()
-
-    def state_shapes(self):
-        return ((self.hidden_size,),)
-
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         (h_prev,) = state  # (B, H)
-        pre = nn.functional.linear(x, self.weight_ih, self.bias_ih) + nn.functional.linear(
-            h_prev, self.weight_hh, self.bias_hh
-        )  # (B, H)
         alpha = self.alpha_value  # (H,), broadcast over the batch
-        h = alpha * h_prev + (1 - alpha) * NONLINEARITIES[self.nonlinearity](pre)
+        h = alpha * h_prev + (1 - alpha) * self._activation(x, h_prev)
         return h, (h,)
 
     def extra_repr(self) -> str:

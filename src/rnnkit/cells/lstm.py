@@ -105,10 +105,7 @@ class LSTMCell(RecurrentCell):
         H, R = hidden_size, self.output_size
         kw = {"device": device, "dtype": dtype}
         # Registered in torch.nn.LSTM's order so seeded initialisations match.
-        self.weight_ih = nn.Parameter(torch.empty(4 * H, input_size, **kw))
-        self.weight_hh = nn.Parameter(torch.empty(4 * H, R, **kw))
-        self.bias_ih = nn.Parameter(torch.empty(4 * H, **kw)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(4 * H, **kw)) if bias else None
+        self._add_weights(4 * H, R, bias, device, dtype)
         self.weight_hr = nn.Parameter(torch.empty(proj_size, H, **kw)) if proj_size else None
         self.weight_ci = nn.Parameter(torch.empty(H, **kw)) if peephole else None
         self.weight_cf = nn.Parameter(torch.empty(H, **kw)) if peephole else None
