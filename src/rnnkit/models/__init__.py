@@ -1,0 +1,6 @@
+"""Task models built on the recurrent layers."""
+
+from rnnkit.models.builder import CELL_KINDS, build_cell
+from rnnkit.models.language_model import LanguageModel, LMConfig
+
+__all__ = ["CELL_KINDS", "LMConfig", "LanguageModel", "build_cell"]
