@@ -1,0 +1,274 @@
+"""``rnnkit lm train``, ``rnnkit lm eval`` and ``rnnkit sample``: the text-generation job."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from rnnkit.cli.config import merge, read_toml, table
+from rnnkit.cli.errors import UsageError
+from rnnkit.models import CELL_KINDS, LanguageModel, LMConfig
+
+DEFAULT_RUN = "runs/lm"
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it is cut into tokens."""
+
+    text: str | None = None  # a UTF-8 file; None: the built-in Python-source corpus
+    tokens: str = "char"  # char | word
+    val_fraction: float = 0.1  # the last part of the text, held out for validation
+    max_vocab: int | None = None  # keep the most frequent tokens only (word level)
+
+    def __post_init__(self) -> None:
+        if self.tokens not in ("char", "word"):
+            raise UsageError(f"tokens must be 'char' or 'word', got {self.tokens!r}")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise UsageError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a language model on a text file",
+        description="Train a character- or word-level recurrent language model.",
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--text", help="UTF-8 text file (default: built-in Python-source corpus)")
+    g.add_argument("--tokens", choices=("char", "word"), help="token level (default char)")
+    g.add_argument("--val-fraction", type=float, help="held-out tail of the text (default 0.1)")
+    g.add_argument("--max-vocab", type=int, help="vocabulary size cap (word level)")
+    g = p.add_argument_group("model")
+    g.add_argument("--cell", choices=tuple(CELL_KINDS), help="recurrent cell (default lstm)")
+    g.add_argument("--hidden-size", type=int, help="units per layer (default 256)")
+    g.add_argument("--num-layers", type=int, help="stacked layers (default 2)")
+    g.add_argument("--embedding-size", type=int, help="token embedding width (default 64)")
+    g.add_argument("--dropout", type=float, help="variational dropout (default 0)")
+    g.add_argument("--layer-norm", action="store_true", default=None, help="layer-norm LSTM")
+    g.add_argument("--engine", choices=("auto", "loop", "native"), help="sequence engine")
+    g = p.add_argument_group("training")
+    g.add_argument("--batch-size", type=int, help="parallel streams (default 64)")
+    g.add_argument("--seq-len", type=int, help="truncated-BPTT length (default 128)")
+    g.add_argument("--lr", type=float, help="learning rate (default 2e-3)")
+    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop", "adagrad"))
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--warmup-steps", type=int)
+    g.add_argument("--decay", choices=("none", "cosine", "linear"))
+    g.add_argument("--clip-norm", type=float, help="global gradient-norm threshold (default 5)")
+    g.add_argument("--clip-value", type=float, help="clip every gradient entry to ±value")
+    g.add_argument("--eval-every", type=int, help="steps between validations (default 200)")
+    g.add_argument("--patience", type=int, help="early stopping: validations without gain")
+    add_run_options(p)
+    p.add_argument("--sample-length", type=int, default=400, help="characters to print at the end")
+    p.set_defaults(run=train_command)
+
+
+def add_run_options(p) -> None:
+    """The options every training command shares (see the command-line conventions)."""
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=DEFAULT_RUN, help=f"run directory (default {DEFAULT_RUN})")
+    g.add_argument("--config", help="TOML file with [data], [model] and [train] tables")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    g.add_argument("--epochs", type=int, help="stop after this many passes over the data")
+    g.add_argument("--time-budget", type=float, help="stop after this many seconds")
+    g.add_argument("--seed", type=int, help="seed for everything random (default 0)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out")
+    g.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def flags(args, names) -> dict:
+    return {name: getattr(args, name) for name in names}
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UsageError(f"--device must be cpu or cuda, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def train_command(args) -> int:
+    from rnnkit.data import StreamBatches, Vocab, encode_file, split_tokens, write_builtin_corpus
+    from rnnkit.sample import generate
+    from rnnkit.train import TrainConfig, Trainer, load_checkpoint
+
+    run_dir = Path(args.out)
+    device = resolve_device(args.device)
+    stop_flags = flags(args, ("max_steps", "epochs", "time_budget"))
+
+    if args.resume:
+        checkpoint = load_checkpoint(run_dir, "last")
+        model_cfg = LMConfig.from_dict(checkpoint.model_config)
+        data_cfg = DataConfig(**checkpoint.meta["data"])
+        saved = dict(checkpoint.train_config)
+        saved.update({k: v for k, v in stop_flags.items() if v is not None})
+        train_cfg = TrainConfig.from_dict(saved)
+        vocab = Vocab.load(run_dir / "vocab.json")
+    else:
+        if (run_dir / "last.json").exists():
+            raise UsageError(
+                f"{run_dir} already holds a run; pass --resume to continue it "
+                f"or choose another --out"
+            )
+        config = read_toml(args.config)
+        data_cfg = merge(
+            DataConfig,
+            table(config, "data"),
+            flags(args, ("text", "tokens", "val_fraction", "max_vocab")),
+        )
+        train_flags = flags(
+            args,
+            (
+                "batch_size", "seq_len", "lr", "optimizer", "weight_decay", "warmup_steps",
+                "decay", "clip_norm", "clip_value", "eval_every", "patience", "seed",
+            ),
+        )  # fmt: skip
+        train_cfg = merge(TrainConfig, table(config, "train"), train_flags, stop_flags)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        text_path = Path(data_cfg.text) if data_cfg.text else write_builtin_corpus(
+            run_dir / "corpus.txt"
+        )  # fmt: skip
+        vocab = Vocab.build(text_path, kind=data_cfg.tokens, max_size=data_cfg.max_vocab)
+        vocab.save(run_dir / "vocab.json")
+        model_flags = flags(
+            args,
+            ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "layer_norm",
+             "engine"),
+        )  # fmt: skip
+        model_cfg = merge(LMConfig, table(config, "model"), model_flags, vocab_size=len(vocab))
+
+    text_path = Path(data_cfg.text) if data_cfg.text else run_dir / "corpus.txt"
+    ids = encode_file(text_path, vocab)
+    train_ids, val_ids = split_tokens(ids, data_cfg.val_fraction)
+    train = StreamBatches(train_ids, train_cfg.batch_size, train_cfg.seq_len)
+    val_batch = max(1, min(train_cfg.batch_size, len(val_ids) // (train_cfg.seq_len + 1)))
+    val = StreamBatches(val_ids, val_batch, train_cfg.seq_len)
+
+    torch.manual_seed(train_cfg.seed)
+    model = LanguageModel(model_cfg).to(device)
+    trainer = Trainer(
+        model,
+        train,
+        val,
+        train_cfg,
+        run_dir,
+        meta={"data": asdict(data_cfg), "task": "lm"},
+        progress=not args.no_progress,
+        resume=args.resume,
+    )
+    result = trainer.fit()
+    best = result.best_val_loss
+    print(
+        f"stopped after step {result.step} ({result.stop_reason}); "
+        f"best validation loss {best:.4f} nats/token = {best / math.log(2):.4f} bits/token; "
+        f"run saved in {run_dir}"
+    )
+    if args.sample_length > 0:
+        print("--- sample ---")
+        for piece in generate(model, vocab, length=args.sample_length, temperature=0.8, seed=0):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        print()
+    return 0
+
+
+def load_run(run_dir: str | Path, tag: str = "best"):
+    """The language model and vocabulary saved in ``run_dir`` (``best`` or ``last``)."""
+    from rnnkit.data import Vocab
+    from rnnkit.train import load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"no such run directory: {run_dir}")
+    if tag == "best" and not (run_dir / "best.json").exists():
+        tag = "last"
+    checkpoint = load_checkpoint(run_dir, tag)
+    if checkpoint.meta.get("task") != "lm":
+        raise UsageError(f"{run_dir} does not hold a language model")
+    model = LanguageModel(LMConfig.from_dict(checkpoint.model_config))
+    checkpoint.load_into(model)
+    model.eval()
+    return model, Vocab.load(run_dir / "vocab.json")
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="loss and bits per token of a trained model on a text file")
+    p.add_argument("run_dir", help="a run directory made by `rnnkit lm train`")
+    p.add_argument("--text", required=True, help="UTF-8 text file to score")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--batch-size", type=int, default=16, help="parallel streams")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per chunk")
+    p.add_argument("--device", help="cpu or cuda")
+    p.set_defaults(run=eval_command)
+
+
+def eval_command(args) -> int:
+    from rnnkit.data import StreamBatches, encode_file
+    from rnnkit.train import evaluate_stream
+
+    model, vocab = load_run(args.run_dir, args.checkpoint)
+    model.to(resolve_device(args.device))
+    ids = encode_file(args.text, vocab)
+    batch = max(1, min(args.batch_size, len(ids) // (args.seq_len + 1)))
+    seq_len = min(args.seq_len, len(ids) - 1)
+    stream = StreamBatches(ids, batch, seq_len)
+    loss = evaluate_stream(model, stream)
+    unknown = float((ids == 0).mean()) if vocab.tokens[0] == "<unk>" else 0.0
+    per = "char" if vocab.kind == "char" else "word"
+    print(f"loss: {loss:.4f} nats/{per}, {loss / math.log(2):.4f} bits/{per} on {len(ids)} tokens")
+    if unknown:
+        print(f"note: {unknown:.2%} of the tokens were not in the model's vocabulary")
+    return 0
+
+
+def add_sample_parser(sub) -> None:
+    p = sub.add_parser("sample", help="generate text from a trained language model")
+    p.add_argument("run_dir", help="a run directory made by `rnnkit lm train`")
+    p.add_argument("--prime", default="", help="text to start from")
+    p.add_argument("--length", type=int, default=500, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; higher = wilder")
+    p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
+    p.add_argument("--seed", type=int, help="same seed, same text")
+    p.add_argument("--beam", type=int, default=1, help="beam search width (1 = sampling)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--device", help="cpu or cuda")
+    p.set_defaults(run=sample_command)
+
+
+def sample_command(args) -> int:
+    from rnnkit.sample import generate
+
+    model, vocab = load_run(args.run_dir, args.checkpoint)
+    model.to(resolve_device(args.device))
+    pieces = generate(
+        model,
+        vocab,
+        prime=args.prime,
+        length=args.length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        beam=args.beam,
+    )
+    sys.stdout.write(args.prime)
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def add_lm_parser(sub) -> None:
+    p = sub.add_parser("lm", help="recurrent language models: train, eval")
+    lm_sub = p.add_subparsers(dest="lm_command", required=True, metavar="{train,eval}")
+    add_train_parser(lm_sub)
+    add_eval_parser(lm_sub)

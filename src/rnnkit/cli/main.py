@@ -1,0 +1,40 @@
+"""``rnnkit <job>``: the command-line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rnnkit import __version__
+from rnnkit.cli.errors import fail
+from rnnkit.cli.lm import add_lm_parser, add_sample_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnkit", description="Recurrent neural networks: train, sample, evaluate."
+    )
+    parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{lm,sample}")
+    add_lm_parser(sub)
+    add_sample_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ValueError as err:  # every mistake a user can make is a ValueError
+        return fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except FileNotFoundError as err:
+        return fail(f"no such file: {err.filename}")
+    except PermissionError as err:
+        return fail(f"permission denied: {err.filename}")
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
