@@ -1,0 +1,61 @@
+"""Atomic file writes: a reader sees the old file or the new one, never a part of one.
+
+Each write goes to a hidden temporary name in the same directory, is flushed and
+fsync'd, then ``os.replace``'d over the target (atomic on POSIX and Windows), and the
+directory is fsync'd so the rename itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+TEMP_MARK = ".tmp-"  # temporary names are ".<name>.tmp-<random>"
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh hidden temporary name next to ``path``."""
+    # secrets, not random: drawing from Python's RNG would disturb seeded training.
+    return path.with_name(f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}")
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry to disk (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Have ``write(temp)`` produce the file under a temporary name, then move it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:  # rb+: Windows refuses to fsync read-only handles
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode(encoding))

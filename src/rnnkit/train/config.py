@@ -1,0 +1,130 @@
+"""``TrainConfig``: every training setting, with its default, checks and JSON form."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+DECAYS = ("none", "cosine", "linear")
+
+
+@dataclass
+class TrainConfig:
+    """How to train a language model on a token stream with truncated BPTT.
+
+    Stopping: at least one of ``max_steps``, ``epochs`` and ``time_budget`` must be
+    set; training stops at whichever comes first (or earlier, by early stopping).
+
+    Learning-rate schedule: linear warm-up from ``lr / warmup_steps`` to ``lr`` over
+    ``warmup_steps`` steps, then ``decay`` down to ``min_lr_ratio × lr`` at the last
+    step. The last step is ``max_steps`` or ``epochs × chunks per epoch`` (the smaller
+    when both are set). With only a ``time_budget`` the trainer times the first steps
+    and decays over the number of steps the budget is then expected to hold, so such a
+    run's schedule depends on the machine's speed (bound a run by steps or epochs for
+    one that repeats exactly).
+    """
+
+    batch_size: int = 64  # parallel streams B
+    seq_len: int = 128  # TBPTT length k: the carried state is detached every k tokens
+    max_steps: int | None = None  # optimizer steps (a skipped bad step counts as one)
+    epochs: int | None = None  # passes over the training stream
+    time_budget: float | None = None  # seconds of training per call to fit()
+    lr: float = 2e-3  # peak learning rate
+    optimizer: str = "adam"  # one of OPTIMIZERS
+    momentum: float = 0.9  # for sgd and rmsprop
+    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
+    warmup_steps: int = 0
+    decay: str = "cosine"  # one of DECAYS
+    min_lr_ratio: float = 0.1  # final lr / peak lr for cosine and linear decay
+    clip_norm: float | None = 5.0  # clip the global gradient norm; None: off
+    clip_value: float | None = None  # clip every gradient entry to ±clip_value; None: off
+    eval_every: int = 200  # steps between validation passes
+    eval_chunks: int | None = None  # validation chunks per pass; None: the whole stream
+    patience: int | None = None  # stop after this many evaluations without improvement
+    seed: int = 0
+    log_every: int = 10  # steps per row of metrics.csv
+    carry_state: bool = True  # False: every chunk starts from zeros
+    nan_patience: int = 3  # consecutive bad steps before rolling back
+    lr_backoff: float = 0.5  # lr multiplier applied at each rollback
+    runaway_factor: float = 10.0  # a loss above factor × the running mean is bad
+    checkpoint_every: int | None = None  # steps between "last" checkpoints; None: eval_every
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seq_len", "eval_every", "log_every", "nan_patience"):
+            _check_int(name, getattr(self, name), low=1)
+        for name in ("max_steps", "epochs", "eval_chunks", "patience", "checkpoint_every"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), low=1)
+        _check_int("warmup_steps", self.warmup_steps, low=0)
+        _check_int("seed", self.seed, low=0)
+        if self.time_budget is not None:
+            _check_number("time_budget", self.time_budget, "a positive number of seconds")
+        if self.max_steps is None and self.epochs is None and self.time_budget is None:
+            raise ValueError("set at least one stopping rule: max_steps, epochs or time_budget")
+        _check_number("lr", self.lr, "a positive number")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.decay not in DECAYS:
+            raise ValueError(f"unknown decay {self.decay!r}; choose one of {', '.join(DECAYS)}")
+        _check_fraction("momentum", self.momentum, upper_open=True)
+        _check_number("weight_decay", self.weight_decay, "a number >= 0", allow_zero=True)
+        _check_fraction("min_lr_ratio", self.min_lr_ratio, upper_open=False)
+        for name in ("clip_norm", "clip_value"):
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name), "a positive number or None (off)")
+        if not isinstance(self.carry_state, bool):
+            raise ValueError(f"carry_state must be true or false, got {self.carry_state!r}")
+        _check_number("lr_backoff", self.lr_backoff, "a number in (0, 1]")
+        if self.lr_backoff > 1:
+            raise ValueError(f"lr_backoff must be a number in (0, 1], got {self.lr_backoff!r}")
+        _check_number("runaway_factor", self.runaway_factor, "a number > 1")
+        if self.runaway_factor <= 1:
+            raise ValueError(f"runaway_factor must be a number > 1, got {self.runaway_factor!r}")
+
+    @property
+    def checkpoint_interval(self) -> int:
+        """Steps between "last" checkpoints (``checkpoint_every``, else ``eval_every``)."""
+        return self.checkpoint_every or self.eval_every
+
+    def horizon(self, chunks_per_epoch: int) -> int | None:
+        """The last step the schedule decays towards, or None when only time bounds the run."""
+        ends = [self.max_steps] if self.max_steps is not None else []
+        if self.epochs is not None:
+            ends.append(self.epochs * chunks_per_epoch)
+        return min(ends) if ends else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(name: str, value, *, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def _check_number(name: str, value, what: str, *, allow_zero: bool = False) -> None:
+    if not _is_number(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def _check_fraction(name: str, value, *, upper_open: bool) -> None:
+    ok = _is_number(value) and value >= 0 and (value < 1 if upper_open else value <= 1)
+    if not ok:
+        interval = "[0, 1)" if upper_open else "[0, 1]"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")

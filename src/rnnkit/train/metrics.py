@@ -1,0 +1,88 @@
+"""The run's metrics log: ``metrics.csv`` (always) and TensorBoard (when installed)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from rnnkit.train.atomic import atomic_write_text
+
+COLUMNS = (
+    "step",  # optimizer steps done (bad ones included)
+    "epoch",  # passes over the training stream done, fractional
+    "loss",  # mean training loss since the previous row, nats per token (good steps only)
+    "bits",  # the same in bits per token
+    "grad_norm",  # mean global gradient norm before clipping, same steps
+    "lr",  # learning rate of the row's last step
+    "tokens_per_s",  # training throughput since the previous row
+    "val_loss",  # validation loss in nats per token, on evaluation rows only
+    "elapsed",  # seconds of training, summed over resumed sessions
+    "bad_steps",  # bad (skipped) steps so far
+)
+SCALARS = ("loss", "bits", "grad_norm", "lr", "tokens_per_s", "val_loss")
+
+
+class MetricsLog:
+    """Appends one row per log to ``run_dir/metrics.csv``, flushed at once.
+
+    ``resume_step``: keep the rows up to that step and drop the later ones (written
+    after the checkpoint a resumed run restarts from), so the file matches the run's
+    history. None starts a fresh file.
+    """
+
+    def __init__(self, run_dir: Path, *, resume_step: int | None = None) -> None:
+        self.path = Path(run_dir) / "metrics.csv"
+        kept = [] if resume_step is None else _rows_up_to(self.path, resume_step)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write_text(self.path, buffer.getvalue())
+        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self._writer = csv.DictWriter(
+            self._file, COLUMNS, extrasaction="ignore", lineterminator="\n"
+        )
+        self._tensorboard = _summary_writer(
+            Path(run_dir) / "tensorboard", None if resume_step is None else resume_step + 1
+        )
+
+    def write(self, row: dict) -> None:
+        self._writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+        self._file.flush()
+        if self._tensorboard is not None:
+            for name in SCALARS:
+                value = row.get(name)
+                if value is not None and math.isfinite(value):
+                    self._tensorboard.add_scalar(name, value, row["step"])
+            self._tensorboard.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def _rows_up_to(path: Path, step: int) -> list[dict]:
+    """The rows of an existing log with ``step <= step`` (none if there is no log)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row for row in csv.DictReader(f) if _int(row.get("step")) <= step]
+
+
+def _int(text) -> float:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return math.inf  # an unreadable row is dropped
+
+
+def _summary_writer(log_dir: Path, purge_step: int | None):
+    """A TensorBoard writer, or None when the tensorboard package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(log_dir), purge_step=purge_step)
