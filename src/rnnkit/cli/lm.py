@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -14,6 +14,7 @@ from rnnkit.cli.errors import UsageError
 from rnnkit.models import CELL_KINDS, LanguageModel, LMConfig
 
 DEFAULT_RUN = "runs/lm"
+DEFAULT_EPOCHS = 10  # when no stopping rule is given at all
 
 
 @dataclass
@@ -74,7 +75,12 @@ def add_run_options(p) -> None:
     g.add_argument("--out", default=DEFAULT_RUN, help=f"run directory (default {DEFAULT_RUN})")
     g.add_argument("--config", help="TOML file with [data], [model] and [train] tables")
     g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    g.add_argument("--epochs", type=int, help="stop after this many passes over the data")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        help=f"stop after this many passes over the data (default {DEFAULT_EPOCHS} "
+        "when no stopping rule is given)",
+    )
     g.add_argument("--time-budget", type=float, help="stop after this many seconds")
     g.add_argument("--seed", type=int, help="seed for everything random (default 0)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -132,19 +138,24 @@ def train_command(args) -> int:
                 "decay", "clip_norm", "clip_value", "eval_every", "patience", "seed",
             ),
         )  # fmt: skip
-        train_cfg = merge(TrainConfig, table(config, "train"), train_flags, stop_flags)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        text_path = Path(data_cfg.text) if data_cfg.text else write_builtin_corpus(
-            run_dir / "corpus.txt"
-        )  # fmt: skip
-        vocab = Vocab.build(text_path, kind=data_cfg.tokens, max_size=data_cfg.max_vocab)
-        vocab.save(run_dir / "vocab.json")
+        train_table = table(config, "train")
+        if all(train_table.get(k) is None and v is None for k, v in stop_flags.items()):
+            stop_flags["epochs"] = DEFAULT_EPOCHS
+        train_cfg = merge(TrainConfig, train_table, train_flags, stop_flags)
         model_flags = flags(
             args,
             ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "layer_norm",
              "engine"),
         )  # fmt: skip
-        model_cfg = merge(LMConfig, table(config, "model"), model_flags, vocab_size=len(vocab))
+        # Checked now (with a stand-in vocabulary size) so a bad option writes nothing.
+        model_cfg = merge(LMConfig, table(config, "model"), model_flags, vocab_size=1)
+        if data_cfg.text:
+            vocab = Vocab.build(data_cfg.text, kind=data_cfg.tokens, max_size=data_cfg.max_vocab)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            corpus = write_builtin_corpus(run_dir / "corpus.txt")
+            vocab = Vocab.build(corpus, kind=data_cfg.tokens, max_size=data_cfg.max_vocab)
+        model_cfg = replace(model_cfg, vocab_size=len(vocab))
 
     text_path = Path(data_cfg.text) if data_cfg.text else run_dir / "corpus.txt"
     ids = encode_file(text_path, vocab)
@@ -152,6 +163,9 @@ def train_command(args) -> int:
     train = StreamBatches(train_ids, train_cfg.batch_size, train_cfg.seq_len)
     val_batch = max(1, min(train_cfg.batch_size, len(val_ids) // (train_cfg.seq_len + 1)))
     val = StreamBatches(val_ids, val_batch, train_cfg.seq_len)
+    if not args.resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        vocab.save(run_dir / "vocab.json")
 
     torch.manual_seed(train_cfg.seed)
     model = LanguageModel(model_cfg).to(device)
@@ -165,13 +179,7 @@ def train_command(args) -> int:
         progress=not args.no_progress,
         resume=args.resume,
     )
-    result = trainer.fit()
-    best = result.best_val_loss
-    print(
-        f"stopped after step {result.step} ({result.stop_reason}); "
-        f"best validation loss {best:.4f} nats/token = {best / math.log(2):.4f} bits/token; "
-        f"run saved in {run_dir}"
-    )
+    trainer.fit()  # reports where it stopped and the best validation loss
     if args.sample_length > 0:
         print("--- sample ---")
         for piece in generate(model, vocab, length=args.sample_length, temperature=0.8, seed=0):
