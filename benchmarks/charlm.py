@@ -21,11 +21,13 @@ from a zero state, as the baseline is trained).
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -90,6 +92,27 @@ def windows_loss(model, ids, seq_len: int = 128) -> float:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).item()
 
 
+def parse_setting(item: str):
+    """``key=value`` with the value read as a Python literal when it is one."""
+    key, _, text = item.partition("=")
+    try:
+        return key, ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return key, text
+
+
+def run_baseline(vocab_size, train_ids, val_ids, val_stream, args) -> dict:
+    baseline = BaselineLSTM(vocab_size)
+    steps, _ = train_baseline(baseline, train_ids, args.budget, 128, 64, args.seed)
+    return {
+        "model": "torch.nn.LSTM, random windows",
+        "params": sum(p.numel() for p in baseline.parameters()),
+        "steps": steps,
+        "stream": evaluate_stream(baseline, val_stream),
+        "windows": windows_loss(baseline, val_ids),
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -97,6 +120,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/charlm.json")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an rnnkit setting (model or train), e.g. --set lr=3e-3",
+    )
+    parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args(argv)
     if not args.data.is_file():
         print(f"skipped: {args.data} is not here (tiny-shakespeare is needed)", file=sys.stderr)
@@ -110,15 +141,24 @@ def main(argv=None) -> int:
     rows = []
 
     # rnnkit: the default `rnnkit lm train` configuration, stopped by the time budget.
+    overrides = dict(parse_setting(item) for item in args.set)
+    model_keys = {f.name for f in fields(LMConfig)}
     torch.manual_seed(args.seed)
-    config = TrainConfig(time_budget=args.budget, seed=args.seed, eval_every=10**9)
-    model = LanguageModel(LMConfig(vocab_size=len(vocab)))
+    config = TrainConfig(
+        time_budget=args.budget,
+        seed=args.seed,
+        eval_every=10**9,
+        **{k: v for k, v in overrides.items() if k not in model_keys},
+    )
+    model = LanguageModel(
+        LMConfig(vocab_size=len(vocab), **{k: v for k, v in overrides.items() if k in model_keys})
+    )
     train = StreamBatches(train_ids, config.batch_size, config.seq_len)
     with tempfile.TemporaryDirectory() as run_dir:
         result = Trainer(model, train, None, config, run_dir, progress=False).fit()
     rows.append(
         {
-            "model": "rnnkit lm (defaults)",
+            "model": "rnnkit lm " + (" ".join(args.set) if args.set else "(defaults)"),
             "params": sum(p.numel() for p in model.parameters()),
             "steps": result.step,
             "stream": evaluate_stream(model, val_stream),
@@ -126,17 +166,8 @@ def main(argv=None) -> int:
         }
     )
 
-    baseline = BaselineLSTM(len(vocab))
-    steps, _ = train_baseline(baseline, train_ids, args.budget, 128, 64, args.seed)
-    rows.append(
-        {
-            "model": "torch.nn.LSTM, random windows",
-            "params": sum(p.numel() for p in baseline.parameters()),
-            "steps": steps,
-            "stream": evaluate_stream(baseline, val_stream),
-            "windows": windows_loss(baseline, val_ids),
-        }
-    )
+    if not args.skip_baseline:
+        rows.append(run_baseline(len(vocab), train_ids, val_ids, val_stream, args))
 
     print(f"tiny-shakespeare, {args.budget:.0f} s each, {args.threads} threads; nats/char")
     print(f"{'model':32s} {'params':>9s} {'steps':>7s} {'stream':>8s} {'windows':>8s}")

@@ -13,6 +13,7 @@ from rnnkit.data.corpus import (
     write_builtin_corpus,
 )
 from rnnkit.data.stream import StreamBatches
+from rnnkit.data.synthetic import adding_problem
 from rnnkit.data.text import (
     atomic_write,
     encode_file,
@@ -30,6 +31,7 @@ __all__ = [
     "VOCAB_KINDS",
     "StreamBatches",
     "Vocab",
+    "adding_problem",
     "atomic_write",
     "builtin_corpus_files",
     "check_kind",

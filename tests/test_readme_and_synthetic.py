@@ -1,11 +1,11 @@
-"""The README's example runs as written, and the demo's task is what it says."""
+"""The README's example runs as written; the synthetic adding problem is what it says."""
 
 import re
 from pathlib import Path
 
 import torch
 
-from rnnkit.demo import adding_batch
+from rnnkit.data import adding_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ def test_readme_python_example_runs():
 
 def test_adding_batch_marks_two_steps_and_sums_them():
     g = torch.Generator().manual_seed(3)
-    x, target = adding_batch(50, 20, g)
+    x, target = adding_problem(50, 20, g)
     marker = x[..., 1]
     assert torch.equal(marker.sum(0), torch.full((50,), 2.0))
     # one mark in each half of the sequence
