@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnkit.cli.lm import load_run
+from rnnkit.cli.lm import covering_stream, load_run
 from rnnkit.cli.main import main
-from rnnkit.data import StreamBatches, encode_file
+from rnnkit.data import encode_file
 from rnnkit.train import evaluate_stream, load_checkpoint
 
 TINY = ["--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8"]
@@ -85,11 +85,14 @@ def test_sample_greedy_continues_the_prime(trained, capsys):
 def test_eval_reports_the_loss_of_the_stream(trained, text_file, capsys):
     assert main(["lm", "eval", str(trained), "--text", str(text_file), "--seq-len", "64"]) == 0
     line = capsys.readouterr().out.splitlines()[0]
-    reported = float(line.split()[1])
+    words = line.split()
+    reported, scored, total = float(words[1]), int(words[-4]), int(words[-2])
     model, vocab = load_run(trained)
     ids = encode_file(text_file, vocab)
-    expected = evaluate_stream(model, StreamBatches(ids, 16, 64))
-    assert reported == pytest.approx(expected, abs=1e-4)
+    stream = covering_stream(ids, 16, 64)
+    assert reported == pytest.approx(evaluate_stream(model, stream), abs=1e-4)
+    assert total == len(ids) and scored == stream.num_chunks * stream.tokens_per_chunk
+    assert scored > 0.99 * total  # the whole file is scored, but for a short tail
     assert "bits/char" in line
 
 
@@ -175,3 +178,33 @@ def test_kill_9_during_training_leaves_a_loadable_checkpoint(text_file, tmp_path
         assert checkpoint.step > 0
         model, _ = load_run(run, "last")
         assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_resume_replaces_stopping_rules_and_refuses_other_settings(text_file, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert train(text_file, run, "--epochs", "1", "--eval-every", "1000") == 0
+    steps_per_epoch = load_checkpoint(run, "last").step
+    resume = ["lm", "train", "--out", str(run), "--resume", "--no-progress", "--sample-length", "0"]
+    # a new stopping rule replaces the old epochs=1 (which is already reached)
+    assert main([*resume, "--max-steps", str(steps_per_epoch + 7)]) == 0
+    assert load_checkpoint(run, "last").step == steps_per_epoch + 7
+    capsys.readouterr()
+    assert main([*resume, "--max-steps", "1000", "--lr", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "keeps its settings; drop --lr" in err
+
+
+def test_a_directory_holding_checkpoints_is_not_reused(text_file, tmp_path, capsys):
+    run = tmp_path / "half"
+    (run / "checkpoints").mkdir(parents=True)
+    assert train(text_file, run, "--max-steps", "1") == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_out_pointing_at_a_file_is_one_line(text_file, tmp_path, capsys):
+    target = tmp_path / "a_file"
+    target.write_text("keep me")
+    assert train(text_file, target, "--max-steps", "1") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnkit: error:") and err.count("\n") == 1
+    assert target.read_text() == "keep me"

@@ -11,13 +11,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rnnkit.atomic import atomic_open_text
 from rnnkit.data import (
     BUILTIN_CORPUS_FILES,
     BUILTIN_CORPUS_NAME,
     UNK_ID,
     StreamBatches,
     Vocab,
-    atomic_write,
     builtin_corpus_files,
     encode_file,
     read_text_chunks,
@@ -208,7 +208,7 @@ def test_failed_atomic_write_keeps_the_old_file_and_no_temp(tmp_path):
     path = tmp_path / "vocab.json"
     Vocab.from_text("abc").save(path)
     before = path.read_bytes()
-    with pytest.raises(RuntimeError, match="disk full"), atomic_write(path) as f:
+    with pytest.raises(RuntimeError, match="disk full"), atomic_open_text(path) as f:
         f.write("partial")
         raise RuntimeError("disk full")
     assert path.read_bytes() == before

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
 
-from rnnkit.cells import ElmanCell, GRUCell, LSTMCell
+from rnnkit.cells import ElmanCell, GRUCell, JordanCell, LSTMCell, SkipCell
 from rnnkit.engines import Unroll, select_engine
 from rnnkit.layers import Bidirectional, Recurrent, Stacked
 
@@ -515,12 +515,9 @@ def test_learn_init(kind, engine):
 @pytest.mark.parametrize("engine", ["auto", "loop"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_teacher_forcing_jordan(engine, reverse):
-    jordan = pytest.importorskip("rnnkit.cells.jordan")
-    if not hasattr(jordan, "JordanCell"):
-        pytest.skip("JordanCell not written yet")
     torch.manual_seed(0)
     T, B = 5, 3
-    cell = jordan.JordanCell(3, 4, 2, dtype=D)
+    cell = JordanCell(3, 4, 2, dtype=D)
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(T, B, 3, dtype=D, generator=gen, requires_grad=True)
     targets = torch.randn(T, B, 2, dtype=D, generator=gen)
@@ -548,12 +545,9 @@ def test_teacher_forcing_jordan(engine, reverse):
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_teacher_forcing_with_lengths(reverse):
-    jordan = pytest.importorskip("rnnkit.cells.jordan")
-    if not hasattr(jordan, "JordanCell"):
-        pytest.skip("JordanCell not written yet")
     torch.manual_seed(0)
     T, B = 5, 3
-    cell = jordan.JordanCell(3, 4, 2, dtype=D)
+    cell = JordanCell(3, 4, 2, dtype=D)
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(T, B, 3, dtype=D, generator=gen)
     targets = torch.randn(T, B, 2, dtype=D, generator=gen)
@@ -684,3 +678,26 @@ X = torch.zeros(5, 2, 3, dtype=D)
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_default_backward_layer_is_a_fresh_copy_with_the_same_options():
+    torch.manual_seed(0)
+    fwd = Recurrent(SkipCell.build(ElmanCell, 3, 4, 2), engine="loop", output_dropout=0.25)
+    layer = Bidirectional(fwd)
+    bwd = layer.bwd
+    assert bwd.reverse and bwd.engine == "loop" and bwd.output_dropout == 0.25
+    assert type(bwd.cell) is SkipCell and bwd.cell.delay == 2
+    # re-initialised, including the cell wrapped inside the skip connection
+    assert not torch.equal(bwd.cell.cell.weight_hh, fwd.cell.cell.weight_hh)
+
+
+def test_dropconnect_under_functional_call_masks_the_substituted_weight():
+    torch.manual_seed(0)
+    layer = Recurrent(ElmanCell(3, 4, dtype=D), dropconnect=0.5).train()
+    x = torch.randn(5, 2, 3, dtype=D)
+    weights = {name: p.detach().clone().requires_grad_() for name, p in layer.named_parameters()}
+    y, _ = torch.func.functional_call(layer, weights, (x,))
+    (grad,) = torch.autograd.grad(y.sum(), weights["cell.weight_hh"])
+    dropped = grad == 0
+    # about half the recurrent weights are dropped, and only those get no gradient
+    assert 0.2 < dropped.double().mean() < 0.8

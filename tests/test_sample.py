@@ -82,7 +82,14 @@ class MarkovLM(nn.Module):
 def tiny_lm(vocab_size: int = 5, cell: str = "lstm", embedding_size=8, seed: int = 0):
     torch.manual_seed(seed)
     return LanguageModel(
-        LMConfig(vocab_size, cell=cell, hidden_size=16, num_layers=2, embedding_size=embedding_size)
+        LMConfig(
+            vocab_size,
+            cell=cell,
+            hidden_size=16,
+            num_layers=2,
+            embedding_size=embedding_size,
+            dropout=0.0,
+        )
     )
 
 

@@ -94,7 +94,8 @@ class Probe(nn.Module):
 
 def tiny_model(seed=0, **kw) -> LanguageModel:
     torch.manual_seed(seed)
-    options = {"vocab_size": V, "hidden_size": 8, "num_layers": 1, "embedding_size": 4} | kw
+    options = {"vocab_size": V, "hidden_size": 8, "num_layers": 1, "embedding_size": 4}
+    options = options | {"dropout": 0.0} | kw
     return LanguageModel(LMConfig(**options))
 
 

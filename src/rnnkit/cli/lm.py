@@ -16,6 +16,17 @@ from rnnkit.models import CELL_KINDS, LanguageModel, LMConfig
 DEFAULT_RUN = "runs/lm"
 DEFAULT_EPOCHS = 10  # when no stopping rule is given at all
 
+# The flags of `lm train` that set each table of the run's configuration.
+DATA_SETTINGS = ("text", "tokens", "val_fraction", "max_vocab")
+MODEL_SETTINGS = (
+    "cell", "hidden_size", "num_layers", "embedding_size", "dropout", "layer_norm", "engine",
+)  # fmt: skip
+TRAIN_SETTINGS = (
+    "batch_size", "seq_len", "lr", "optimizer", "weight_decay", "warmup_steps", "decay",
+    "clip_norm", "clip_value", "eval_every", "patience", "seed",
+)  # fmt: skip
+SETTINGS = DATA_SETTINGS + MODEL_SETTINGS + TRAIN_SETTINGS
+
 
 @dataclass
 class DataConfig:
@@ -49,13 +60,13 @@ def add_train_parser(sub) -> None:
     g.add_argument("--hidden-size", type=int, help="units per layer (default 256)")
     g.add_argument("--num-layers", type=int, help="stacked layers (default 2)")
     g.add_argument("--embedding-size", type=int, help="token embedding width (default 64)")
-    g.add_argument("--dropout", type=float, help="variational dropout (default 0)")
+    g.add_argument("--dropout", type=float, help="variational dropout (default 0.1)")
     g.add_argument("--layer-norm", action="store_true", default=None, help="layer-norm LSTM")
     g.add_argument("--engine", choices=("auto", "loop", "native"), help="sequence engine")
     g = p.add_argument_group("training")
-    g.add_argument("--batch-size", type=int, help="parallel streams (default 64)")
+    g.add_argument("--batch-size", type=int, help="parallel streams (default 32)")
     g.add_argument("--seq-len", type=int, help="truncated-BPTT length (default 128)")
-    g.add_argument("--lr", type=float, help="learning rate (default 2e-3)")
+    g.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
     g.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop", "adagrad"))
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--warmup-steps", type=int)
@@ -95,8 +106,8 @@ def flags(args, names) -> dict:
 def resolve_device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise UsageError(f"--device must be cpu or cuda, got {name!r}")
+    if name not in ("cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no GPU is available; use --device cpu")
     return torch.device(name)
@@ -112,41 +123,38 @@ def train_command(args) -> int:
     stop_flags = flags(args, ("max_steps", "epochs", "time_budget"))
 
     if args.resume:
-        checkpoint = load_checkpoint(run_dir, "last")
+        fixed = [
+            f"--{name.replace('_', '-')}" for name in SETTINGS if getattr(args, name) is not None
+        ]
+        if args.config or fixed:
+            raise UsageError(
+                f"a resumed run keeps its settings; drop {', '.join(fixed) or '--config'} "
+                f"(only --max-steps, --epochs and --time-budget may change)"
+            )
+        checkpoint = load_checkpoint(run_dir, "last", trainer_state=False)
+        if checkpoint.meta.get("task") != "lm" or "data" not in checkpoint.meta:
+            raise UsageError(f"{run_dir} does not hold a run of `rnnkit lm train`")
         model_cfg = LMConfig.from_dict(checkpoint.model_config)
         data_cfg = DataConfig(**checkpoint.meta["data"])
         saved = dict(checkpoint.train_config)
-        saved.update({k: v for k, v in stop_flags.items() if v is not None})
+        if any(v is not None for v in stop_flags.values()):
+            saved.update(stop_flags)  # new stopping rules replace the old ones
         train_cfg = TrainConfig.from_dict(saved)
         vocab = Vocab.load(run_dir / "vocab.json")
     else:
-        if (run_dir / "last.json").exists():
+        if any((run_dir / name).exists() for name in ("last.json", "best.json", "checkpoints")):
             raise UsageError(
                 f"{run_dir} already holds a run; pass --resume to continue it "
                 f"or choose another --out"
             )
         config = read_toml(args.config)
-        data_cfg = merge(
-            DataConfig,
-            table(config, "data"),
-            flags(args, ("text", "tokens", "val_fraction", "max_vocab")),
-        )
-        train_flags = flags(
-            args,
-            (
-                "batch_size", "seq_len", "lr", "optimizer", "weight_decay", "warmup_steps",
-                "decay", "clip_norm", "clip_value", "eval_every", "patience", "seed",
-            ),
-        )  # fmt: skip
+        data_cfg = merge(DataConfig, table(config, "data"), flags(args, DATA_SETTINGS))
+        train_flags = flags(args, TRAIN_SETTINGS)
         train_table = table(config, "train")
         if all(train_table.get(k) is None and v is None for k, v in stop_flags.items()):
             stop_flags["epochs"] = DEFAULT_EPOCHS
         train_cfg = merge(TrainConfig, train_table, train_flags, stop_flags)
-        model_flags = flags(
-            args,
-            ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "layer_norm",
-             "engine"),
-        )  # fmt: skip
+        model_flags = flags(args, MODEL_SETTINGS)
         # Checked now (with a stand-in vocabulary size) so a bad option writes nothing.
         model_cfg = merge(LMConfig, table(config, "model"), model_flags, vocab_size=1)
         if data_cfg.text:
@@ -156,6 +164,8 @@ def train_command(args) -> int:
             corpus = write_builtin_corpus(run_dir / "corpus.txt")
             vocab = Vocab.build(corpus, kind=data_cfg.tokens, max_size=data_cfg.max_vocab)
         model_cfg = replace(model_cfg, vocab_size=len(vocab))
+        if data_cfg.text:  # absolute, so a resume from elsewhere finds the same file
+            data_cfg = replace(data_cfg, text=str(Path(data_cfg.text).resolve()))
 
     text_path = Path(data_cfg.text) if data_cfg.text else run_dir / "corpus.txt"
     ids = encode_file(text_path, vocab)
@@ -199,7 +209,7 @@ def load_run(run_dir: str | Path, tag: str = "best"):
         raise UsageError(f"no such run directory: {run_dir}")
     if tag == "best" and not (run_dir / "best.json").exists():
         tag = "last"
-    checkpoint = load_checkpoint(run_dir, tag)
+    checkpoint = load_checkpoint(run_dir, tag, trainer_state=False)
     if checkpoint.meta.get("task") != "lm":
         raise UsageError(f"{run_dir} does not hold a language model")
     model = LanguageModel(LMConfig.from_dict(checkpoint.model_config))
@@ -220,22 +230,42 @@ def add_eval_parser(sub) -> None:
 
 
 def eval_command(args) -> int:
-    from rnnkit.data import StreamBatches, encode_file
+    from rnnkit.data import encode_file
     from rnnkit.train import evaluate_stream
 
     model, vocab = load_run(args.run_dir, args.checkpoint)
     model.to(resolve_device(args.device))
+    if args.batch_size < 1 or args.seq_len < 1:
+        raise UsageError("--batch-size and --seq-len must be positive")
     ids = encode_file(args.text, vocab)
-    batch = max(1, min(args.batch_size, len(ids) // (args.seq_len + 1)))
-    seq_len = min(args.seq_len, len(ids) - 1)
-    stream = StreamBatches(ids, batch, seq_len)
+    if len(ids) < 2:
+        raise UsageError(f"{args.text} holds {len(ids)} token; give at least 2 to score")
+    stream = covering_stream(ids, args.batch_size, args.seq_len)
     loss = evaluate_stream(model, stream)
+    scored = stream.num_chunks * stream.tokens_per_chunk
     unknown = float((ids == 0).mean()) if vocab.tokens[0] == "<unk>" else 0.0
     per = "char" if vocab.kind == "char" else "word"
-    print(f"loss: {loss:.4f} nats/{per}, {loss / math.log(2):.4f} bits/{per} on {len(ids)} tokens")
+    print(
+        f"loss: {loss:.4f} nats/{per}, {loss / math.log(2):.4f} bits/{per} "
+        f"on {scored} of {len(ids)} tokens"
+    )
     if unknown:
         print(f"note: {unknown:.2%} of the tokens were not in the model's vocabulary")
     return 0
+
+
+def covering_stream(ids, batch: int, seq_len: int):
+    """Streams and a chunk length that leave fewer than ``batch`` chunks' worth unscored.
+
+    Fewer streams for a short text, and the chunk length shortened so the chunks tile
+    each stream: ``StreamBatches`` drops what does not fill a whole chunk.
+    """
+    from rnnkit.data import StreamBatches
+
+    batch = max(1, min(batch, (len(ids) - 1) // 2))
+    steps = len(ids) // batch - 1  # predictable positions per stream
+    chunks = math.ceil(steps / min(seq_len, steps))
+    return StreamBatches(ids, batch, steps // chunks)
 
 
 def add_sample_parser(sub) -> None:

@@ -31,6 +31,9 @@ def main(argv=None) -> int:
         return fail(f"no such file: {err.filename}")
     except PermissionError as err:
         return fail(f"permission denied: {err.filename}")
+    except OSError as err:  # a full disk, a file where a directory should be, ...
+        where = f": {err.filename}" if err.filename else ""
+        return fail(f"{err.strerror or err}{where}")
     except KeyboardInterrupt:
         print("rnnkit: interrupted", file=sys.stderr)
         return 130

@@ -15,7 +15,6 @@ from rnnkit.data.corpus import (
 from rnnkit.data.stream import StreamBatches
 from rnnkit.data.synthetic import adding_problem
 from rnnkit.data.text import (
-    atomic_write,
     encode_file,
     read_text_chunks,
     read_token_chunks,
@@ -32,7 +31,6 @@ __all__ = [
     "StreamBatches",
     "Vocab",
     "adding_problem",
-    "atomic_write",
     "builtin_corpus_files",
     "check_kind",
     "encode_file",

@@ -28,7 +28,8 @@ import os
 import sysconfig
 from pathlib import Path
 
-from rnnkit.data.text import atomic_write, read_text_chunks
+from rnnkit.atomic import atomic_open_text
+from rnnkit.data.text import read_text_chunks
 
 BUILTIN_CORPUS_NAME = "python-stdlib"
 
@@ -85,7 +86,7 @@ def write_builtin_corpus(path: str | os.PathLike[str]) -> Path:
     and ends with a newline.
     """
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    with atomic_write(path) as out:
+    with atomic_open_text(path) as out:
         for source in builtin_corpus_files():
             out.write(f"# ---- {source.relative_to(stdlib).as_posix()} ----\n")
             last = ""

@@ -11,11 +11,9 @@ from __future__ import annotations
 import codecs
 import os
 import re
-import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -174,35 +172,3 @@ def split_tokens(ids: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray
             f"val_fraction={val_fraction}; give a longer text or a larger val_fraction"
         )
     return ids[:n_train], ids[n_train:]
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[TextIO]:
-    """Open ``path`` for writing UTF-8 text that appears all at once or not at all.
-
-    Writes go to a temporary file in the same directory (so the final ``os.replace``
-    is a rename on one file system); on any error the temporary file is removed and
-    an existing ``path`` is left untouched. Newlines are written as given.
-    """
-    path = Path(path)
-    parent = path.parent
-    if not parent.is_dir():
-        raise ValueError(f"cannot write {path}: the directory {parent} does not exist")
-    if path.is_dir():
-        raise ValueError(f"cannot write {path}: it is a directory; give a file path")
-    tmp = parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        # os.open with mode 0o666 lets the umask set the permissions, as a plain open would
-        # (tempfile.mkstemp would leave the final file readable by its owner only).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as e:
-        raise ValueError(f"cannot write {path}: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnnkit.data.text import DEFAULT_CHUNK_CHARS, atomic_write, read_token_chunks
+from rnnkit.atomic import atomic_open_text
+from rnnkit.data.text import DEFAULT_CHUNK_CHARS, read_token_chunks
 
 UNK_TOKEN = "<unk>"
 UNK_ID = 0
@@ -242,7 +243,7 @@ class Vocab:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the vocabulary to ``path`` as JSON, atomically; returns the path."""
-        with atomic_write(path) as f:
+        with atomic_open_text(path) as f:
             json.dump(self.to_dict(), f, ensure_ascii=False, indent=0)
             f.write("\n")
         return Path(path)

@@ -58,11 +58,14 @@ class NativeEngine(Engine):
         if getattr(cell, "proj_size", 0):
             params.append(cell.weight_hr)
         is_lstm = kernel is torch.lstm
+        # cuDNN keeps what its backward needs only in training mode; dropout is 0 here,
+        # so the flag changes nothing else.
+        train = torch.is_grad_enabled()
         hx = tuple(s.unsqueeze(0) for s in unroll.state)  # each (1, B, ·)
         hx = hx if is_lstm else hx[0]
 
         if lengths is None:
-            result = kernel(x, hx, params, cell.bias, 1, 0.0, False, False, False)
+            result = kernel(x, hx, params, cell.bias, 1, 0.0, train, False, False)
             y = result[0]
             final = tuple(h.squeeze(0) for h in result[1:])
         else:
@@ -70,7 +73,7 @@ class NativeEngine(Engine):
             order, unorder = packed.sorted_indices, packed.unsorted_indices
             hx = tuple(h[:, order] for h in hx) if is_lstm else hx[:, order]
             result = kernel(packed.data, packed.batch_sizes, hx, params, cell.bias, 1, 0.0,
-                            False, False)  # fmt: skip
+                            train, False)  # fmt: skip
             y, _ = pad_packed_sequence(packed._replace(data=result[0]), total_length=x.shape[0])
             final = tuple(h.squeeze(0)[unorder] for h in result[1:])
         if unroll.reverse:

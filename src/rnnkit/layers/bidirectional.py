@@ -22,8 +22,8 @@ class Bidirectional(nn.Module):
 
     Args:
         fwd: a cell or a forward :class:`Recurrent`.
-        bwd: a cell or a :class:`Recurrent` with ``reverse=True``; default: a fresh copy
-            of ``fwd``'s cell with re-initialised weights.
+        bwd: a cell or a :class:`Recurrent` with ``reverse=True``; default: a copy of
+            ``fwd`` (same cell kind and options) running backwards, re-initialised.
         merge: how the two directions' outputs are combined.
         batch_first: ``x`` and ``y`` are ``(B, T, ·)``.
     """
@@ -33,10 +33,7 @@ class Bidirectional(nn.Module):
         if merge not in MERGES:
             raise ValueError(f"merge={merge!r} is not supported; expected one of {MERGES}")
         if bwd is None:
-            cell = fwd.cell if isinstance(fwd, Recurrent) else fwd
-            bwd = copy.deepcopy(cell)
-            if hasattr(bwd, "reset_parameters"):
-                bwd.reset_parameters()
+            bwd = _fresh_reverse_copy(fwd if isinstance(fwd, Recurrent) else Recurrent(fwd))
         self.fwd = fwd if isinstance(fwd, Recurrent) else Recurrent(_cell(fwd, "fwd"))
         self.bwd = bwd if isinstance(bwd, Recurrent) else Recurrent(_cell(bwd, "bwd"), reverse=True)
         if self.fwd.reverse or not self.bwd.reverse:
@@ -91,6 +88,16 @@ class Bidirectional(nn.Module):
 
     def extra_repr(self) -> str:
         return f"merge={self.merge!r}"
+
+
+def _fresh_reverse_copy(layer: Recurrent) -> Recurrent:
+    """The same layer (cell kind, engine, dropouts) running backwards, re-initialised."""
+    copy_ = copy.deepcopy(layer)
+    copy_.reverse = True
+    for module in copy_.modules():
+        if module is not copy_ and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return copy_
 
 
 def _cell(cell, which: str) -> RecurrentCell:

@@ -56,4 +56,10 @@ def substituted(module: nn.Module, tensors: dict[str, Tensor]) -> Iterator[None]
 
 def dropconnect_weights(module: nn.Module, names, p: float) -> dict[str, Tensor]:
     """Masked copies of the named weights, one fresh mask each."""
-    return {name: (w := module.get_parameter(name)) * dropout_mask(p, w.shape, w) for name in names}
+    masked = {}
+    for name in names:
+        owner, _, leaf = name.rpartition(".")
+        # getattr, not get_parameter: under functional_call the weight is a plain tensor.
+        w = getattr(module.get_submodule(owner) if owner else module, leaf)
+        masked[name] = w * dropout_mask(p, w.shape, w)
+    return masked

@@ -22,7 +22,7 @@ class LMConfig:
     hidden_size: int = 256  # units per layer
     num_layers: int = 2
     embedding_size: int | None = 64  # None: one-hot inputs of vocab_size features
-    dropout: float = 0.0  # variational dropout on embeddings, between layers, on outputs
+    dropout: float = 0.1  # variational dropout on embeddings, between layers, on outputs
     state_dropout: float = 0.0  # variational dropout on h_{t-1} inside each layer
     layer_norm: bool = False  # layer-normalised LSTM
     bidirectional: bool = False  # refused: a language model may not see the future
@@ -47,6 +47,15 @@ class LMConfig:
             )
         if self.cell not in CELL_KINDS:
             raise ValueError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELL_KINDS)}")
+        if self.layer_norm and self.cell != "lstm":
+            raise ValueError(f"layer_norm is available for cell='lstm' only, not {self.cell!r}")
+        if self.engine == "native" and (
+            self.cell == "leaky" or self.layer_norm or self.state_dropout
+        ):
+            raise ValueError(
+                "engine='native' runs plain lstm / gru / rnn / irnn cells without "
+                "layer_norm or state_dropout; use engine='auto'"
+            )
         check_probability("dropout", self.dropout)
         check_probability("state_dropout", self.state_dropout)
         check_engine(self.engine)

@@ -1,6 +1,6 @@
 """Training: truncated BPTT over token streams, crash-safe checkpoints, metrics."""
 
-from rnnkit.train.atomic import atomic_write_bytes, atomic_write_text
+from rnnkit.atomic import atomic_write_bytes, atomic_write_text
 from rnnkit.train.checkpoint import Checkpoint, check_compatible, load_checkpoint, save_checkpoint
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.evaluate import evaluate_stream

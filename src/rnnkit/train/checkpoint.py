@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from rnnkit.train.atomic import (
+from rnnkit.atomic import (
     TEMP_MARK,
     atomic_write_bytes,
     atomic_write_text,

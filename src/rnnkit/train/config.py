@@ -25,12 +25,12 @@ class TrainConfig:
     one that repeats exactly).
     """
 
-    batch_size: int = 64  # parallel streams B
+    batch_size: int = 32  # parallel streams B (more updates per second than 64 on a CPU)
     seq_len: int = 128  # TBPTT length k: the carried state is detached every k tokens
     max_steps: int | None = None  # optimizer steps (a skipped bad step counts as one)
     epochs: int | None = None  # passes over the training stream
     time_budget: float | None = None  # seconds of training per call to fit()
-    lr: float = 2e-3  # peak learning rate
+    lr: float = 3e-3  # peak learning rate
     optimizer: str = "adam"  # one of OPTIMIZERS
     momentum: float = 0.9  # for sgd and rmsprop
     weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)

@@ -34,7 +34,8 @@ class LossGuard:
             mean = sum(self.recent) / len(self.recent)
             limit = max(self.factor * mean, math.log(vocab_size))
             if loss > limit:
-                return f"loss {loss:.4g} > {limit:.4g}, {loss / mean:.3g} × the running mean"
+                ratio = f", {loss / mean:.3g} × the running mean" if mean > 0 else ""
+                return f"loss {loss:.4g} > {limit:.4g}{ratio}"
         return None
 
     @staticmethod

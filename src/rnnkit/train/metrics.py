@@ -7,7 +7,7 @@ import io
 import math
 from pathlib import Path
 
-from rnnkit.train.atomic import atomic_write_text
+from rnnkit.atomic import atomic_write_text
 
 COLUMNS = (
     "step",  # optimizer steps done (bad ones included)

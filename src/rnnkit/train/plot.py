@@ -6,7 +6,7 @@ import io
 import math
 from pathlib import Path
 
-from rnnkit.train.atomic import atomic_write_bytes
+from rnnkit.atomic import atomic_write_bytes
 
 
 def plot_losses(history: list[dict], path: Path) -> None:

@@ -18,7 +18,7 @@ from rich.console import Console
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rnnkit.train.atomic import atomic_write_text
+from rnnkit.atomic import atomic_write_text
 from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.evaluate import evaluate_stream
@@ -198,10 +198,10 @@ class Trainer:
             seed_everything(self.config.seed)
         self._snapshot = Snapshot.take(self.state.step, self.model, self.optimizer)
         metrics = MetricsLog(self.run_dir, resume_step=self.state.step if self.resume else None)
-        if rng is not None:
-            restore_rng(rng)  # last, so that nothing above draws from the restored streams
-        self._session_start = time.monotonic()
         try:
+            if rng is not None:
+                restore_rng(rng)  # last, so that nothing above draws from the restored streams
+            self._session_start = time.monotonic()
             with (
                 TrainProgress(
                     self.console,
@@ -343,12 +343,13 @@ class Trainer:
             )
         if st.step % cfg.log_every == 0 or val_loss is not None:
             self._log_row(metrics, val_loss)
-        if improved:
-            self._save("best")
-        if st.step % cfg.checkpoint_interval == 0:
+        # "last" first: a run directory never has best.json without last.json.
+        if st.step % cfg.checkpoint_interval == 0 or (improved and self._saved_step is None):
             self._save("last")
             if st.bad_in_row == 0 and _all_finite(self.model):
                 self._snapshot = Snapshot.take(st.step, self.model, self.optimizer)
+        if improved:
+            self._save("best")
         if cfg.patience is not None and st.evals_since_best >= cfg.patience:
             self._early_stop = True
 
@@ -398,6 +399,7 @@ class Trainer:
         extra["elapsed"] = self._elapsed()
         extra["interval"] = asdict(self._interval)
         extra["guard"] = self.guard.state_dict()
+        extra["horizon"] = self.horizon
         save_checkpoint(
             self.run_dir,
             tag,
@@ -431,6 +433,7 @@ class Trainer:
             extra = dict(trainer["extra"])
             interval = extra.pop("interval")
             guard = extra.pop("guard")
+            saved_horizon = extra.pop("horizon", None)
             self.state = _Progress(**extra)
             self._interval = _Interval(**interval)
             self.guard.load_state_dict(guard)
@@ -440,6 +443,12 @@ class Trainer:
                 f"checkpoint {ckpt.path} lacks trainer state ({error}); it cannot be resumed, "
                 f"start a new run directory"
             ) from None
+        if self.horizon is None and saved_horizon is not None:
+            # A time-budget run keeps the horizon it calibrated, not a fresh estimate.
+            self.horizon = saved_horizon
+            self.scheduler.lr_lambdas = [schedule(self.config, self.horizon)] * len(
+                self.scheduler.lr_lambdas
+            )
         scale_base_lr(self.scheduler, 1.0)  # this run's schedule at the saved step
         st = self.state
         st.step = int(trainer["step"])

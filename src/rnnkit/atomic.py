@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 TEMP_MARK = ".tmp-"  # temporary names are ".<name>.tmp-<random>"
 
@@ -59,3 +61,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+@contextmanager
+def atomic_open_text(path: str | os.PathLike) -> Iterator[TextIO]:
+    """Open ``path`` for UTF-8 text that appears all at once or not at all.
+
+    On any error the temporary file is removed and an existing ``path`` is left
+    untouched. Newlines are written as given.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot write {path}: the directory {path.parent} does not exist")
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a directory; give a file path")
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
