@@ -87,6 +87,8 @@ class _Progress:
 
 # Steps timed before a time-budget run fixes the horizon its lr decays over.
 BUDGET_CALIBRATION_STEPS = 20
+# Weight of the newest step in the progress bar's moving averages of loss and speed.
+DISPLAY_SMOOTHING = 0.1
 
 
 class Trainer:
@@ -321,7 +323,11 @@ class Trainer:
         seconds = time.perf_counter() - tick
         self._interval.tokens += x.numel()
         self._interval.seconds += seconds
-        self._display = (loss_value, x.numel() / seconds if seconds > 0 else math.nan)
+        # The bar shows moving averages: one step's figures jump with the system's load.
+        speed = x.numel() / seconds if seconds > 0 else math.nan
+        self._display = tuple(
+            _smoothed(old, new) for old, new in zip(self._display, (loss_value, speed), strict=True)
+        )
 
     def _after_step(self, metrics: MetricsLog) -> None:
         """Rollback, evaluation, the metrics row, checkpoints and early stopping."""
@@ -496,6 +502,15 @@ class Trainer:
             yield
         finally:
             signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
+def _smoothed(old: float, new: float) -> float:
+    """Exponential moving average that starts at, and skips over, non-finite values."""
+    if not math.isfinite(new):
+        return old
+    if not math.isfinite(old):
+        return new
+    return (1 - DISPLAY_SMOOTHING) * old + DISPLAY_SMOOTHING * new
 
 
 def _tree(state, fn: Callable[[Tensor], Tensor]):
