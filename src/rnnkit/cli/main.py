@@ -7,6 +7,7 @@ import sys
 
 from rnnkit import __version__
 from rnnkit.cli.errors import fail
+from rnnkit.cli.esn import add_esn_parser
 from rnnkit.cli.lm import add_lm_parser, add_sample_parser
 
 
@@ -15,9 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnkit", description="Recurrent neural networks: train, sample, evaluate."
     )
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{lm,sample}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{lm,sample,esn}")
     add_lm_parser(sub)
     add_sample_parser(sub)
+    add_esn_parser(sub)
     return parser
 
 
