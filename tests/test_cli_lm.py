@@ -208,3 +208,21 @@ def test_out_pointing_at_a_file_is_one_line(text_file, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("rnnkit: error:") and err.count("\n") == 1
     assert target.read_text() == "keep me"
+
+
+def test_toml_config_with_flags_overriding_it(text_file, tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[model]\nhidden_size = 12\ncell = "gru"\n\n[train]\nlr = 0.02\nseq_len = 8\n'
+    )
+    run = tmp_path / "toml"
+    args = ["--config", str(config), "--max-steps", "2", "--hidden-size", "10"]
+    assert train(text_file, run, *args) == 0
+    checkpoint = load_checkpoint(run, "last")
+    assert checkpoint.model_config["cell"] == "gru"  # from the file
+    assert checkpoint.model_config["hidden_size"] == 10  # the flag wins over the file
+    assert checkpoint.train_config["lr"] == 0.02
+    assert checkpoint.train_config["seq_len"] == 16  # FAST's --seq-len overrides the file
+    config.write_text("[model]\nhidden = 3\n")
+    assert train(text_file, tmp_path / "bad", "--config", str(config), "--max-steps", "1") == 2
+    assert "unknown setting 'hidden' in [model]" in capsys.readouterr().err

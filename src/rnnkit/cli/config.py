@@ -41,6 +41,10 @@ def read_toml(path: str | Path | None) -> dict:
         raise UsageError(f"config file {path} is not valid TOML: {err}") from None
 
 
+# The TOML table that configures each dataclass, for error messages.
+TABLES = {"DataConfig": "data", "LMConfig": "model", "TrainConfig": "train"}
+
+
 def merge(cls, *layers: dict, **fixed):
     """Build dataclass ``cls`` from dicts applied in order (later wins) plus ``fixed``.
 
@@ -52,7 +56,7 @@ def merge(cls, *layers: dict, **fixed):
         for key, value in layer.items():
             if key not in names:
                 raise UsageError(
-                    f"unknown setting {key!r} for [{cls.__name__}]; "
+                    f"unknown setting {key!r} in [{TABLES.get(cls.__name__, cls.__name__)}]; "
                     f"known: {', '.join(sorted(names))}"
                 )
             if value is not None:
