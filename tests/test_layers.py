@@ -227,6 +227,13 @@ def test_auto_picks_native_for_plain_cells():
         assert torch.equal(y_auto, y_native)
 
 
+def test_auto_runs_a_single_step_through_the_loop():
+    cell = LSTMCell(3, 4, dtype=D)
+    one_step = Unroll(torch.randn(1, 2, 3, dtype=D), cell.init_state(2))
+    assert select_engine("auto", cell, one_step).name == "loop"
+    assert select_engine("native", cell, one_step).name == "native"  # still on request
+
+
 # --------------------------------------------------------------------- Bidirectional
 
 
