@@ -167,20 +167,15 @@ def _stepper(model: nn.Module) -> Step:
     # In eval mode a LanguageModel step is embedding -> each layer's cell -> head (the
     # dropouts are off); calling the cells directly saves the checks and engine choice
     # of the full forward, and torch's sequence kernels are slow for a single step.
-    embedding, head = model.embedding, model.head
     cells = [layer.cell for layer in layers]
-    V = model.config.vocab_size
 
     def cell_step(tokens: Tensor, state):
-        if embedding is None:
-            x = nn.functional.one_hot(tokens, V).to(head.weight.dtype)  # (B, V)
-        else:
-            x = embedding(tokens)  # (B, E)
+        x = model.embed(tokens)  # (B, E)
         finals = []
         for cell, cell_state in zip(cells, state, strict=True):
             x, new = cell(x, cell_state)  # (B, H)
             finals.append(new)
-        return head(x), tuple(finals)  # (B, V)
+        return model.head(x), tuple(finals)  # (B, V)
 
     return cell_step
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.cells.base import RecurrentCell
-from rnnkit.layers._checks import check_lengths, check_state, time_major
+from rnnkit.layers._checks import check_lengths, time_major
 from rnnkit.layers.recurrent import Recurrent
 
 MERGES = ("concat", "sum", "mean", "mul")
@@ -74,8 +74,9 @@ class Bidirectional(nn.Module):
     def run(self, x: Tensor, state, lengths):
         """Time-major forward on checked inputs."""
         fwd_state, bwd_state = state if state is not None else (None, None)
-        y_f, final_f = self.fwd.run(x, _checked(self.fwd, fwd_state, x), lengths)
-        y_b, final_b = self.bwd.run(x, _checked(self.bwd, bwd_state, x), lengths)
+        B = x.shape[1]
+        y_f, final_f = self.fwd.run(x, self.fwd.checked_state(fwd_state, B, "direction"), lengths)
+        y_b, final_b = self.bwd.run(x, self.bwd.checked_state(bwd_state, B, "direction"), lengths)
         if self.merge == "concat":
             y = torch.cat([y_f, y_b], dim=-1)  # (T, B, O_f + O_b)
         elif self.merge == "sum":
@@ -104,9 +105,3 @@ def _cell(cell, which: str) -> RecurrentCell:
     if not isinstance(cell, RecurrentCell):
         raise ValueError(f"{which} must be an rnnkit cell or Recurrent, got {type(cell).__name__}")
     return cell
-
-
-def _checked(layer: Recurrent, state, x: Tensor):
-    if state is None:
-        return None
-    return check_state(state, layer.cell.state_shapes(), x.shape[1], "direction")

@@ -83,6 +83,12 @@ class Recurrent(nn.Module):
     def output_size(self) -> int:
         return self.cell.output_size
 
+    def checked_state(self, state, batch: int, what: str) -> State | None:
+        """``state`` (None passes through) checked against the cell's state shapes."""
+        if state is None:
+            return None
+        return check_state(state, self.cell.state_shapes(), batch, what)
+
     def init_state(self, batch: int, *, device=None, dtype=None) -> State:
         """Zeros, or the learned initial state repeated over the batch."""
         zeros = self.cell.init_state(batch, device=device, dtype=dtype)
@@ -103,8 +109,7 @@ class Recurrent(nn.Module):
         x = time_major(x, self.input_size, self.batch_first)  # (T, B, I)
         T, B = x.shape[:2]
         lengths = check_lengths(lengths, T, B)
-        if state is not None:
-            state = check_state(state, self.cell.state_shapes(), B, "initial")
+        state = self.checked_state(state, B, "initial")
         if teacher is not None:
             teacher = time_major(teacher, self.output_size, self.batch_first)
             if teacher.shape[:2] != x.shape[:2]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from rnnkit.layers._checks import check_lengths, check_state, time_major
+from rnnkit.layers._checks import check_lengths, time_major
 from rnnkit.layers.recurrent import Recurrent, as_layer
 from rnnkit.layers.regularizers import check_probability, variational_dropout
 
@@ -77,16 +77,11 @@ class Stacked(nn.Module):
                     x = variational_dropout(x, self.dropout, True)
                 else:
                     x = nn.functional.dropout(x, self.dropout, True)
-            x, final = layer.run(x, _checked(layer, layer_state, x), lengths)
+            if isinstance(layer, Recurrent):  # nested layers check their own parts
+                layer_state = layer.checked_state(layer_state, x.shape[1], "layer")
+            x, final = layer.run(x, layer_state, lengths)
             finals.append(final)
         return x, tuple(finals)
 
     def extra_repr(self) -> str:
         return f"dropout={self.dropout}" if self.dropout else ""
-
-
-def _checked(layer, state, x: Tensor):
-    """A Recurrent layer's state checked against its cell; nested layers check their own."""
-    if state is None or not isinstance(layer, Recurrent):
-        return state
-    return check_state(state, layer.cell.state_shapes(), x.shape[1], "layer")

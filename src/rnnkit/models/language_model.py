@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -11,11 +11,14 @@ from rnnkit.engines import check_engine
 from rnnkit.layers import Recurrent, Stacked
 from rnnkit.layers.regularizers import check_probability, variational_dropout
 from rnnkit.models.builder import CELL_KINDS, build_cell
+from rnnkit.settings import JSONSettings
 
 
 @dataclass
-class LMConfig:
+class LMConfig(JSONSettings):
     """Everything needed to rebuild a :class:`LanguageModel` (saved as JSON)."""
+
+    settings_kind = "language-model"
 
     vocab_size: int
     cell: str = "lstm"  # one of CELL_KINDS
@@ -60,17 +63,6 @@ class LMConfig:
         check_probability("state_dropout", self.state_dropout)
         check_engine(self.engine)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> LMConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown language-model setting(s): {', '.join(unknown)}")
-        return cls(**data)
-
 
 class LanguageModel(nn.Module):
     r"""Recurrent language model.
@@ -113,16 +105,18 @@ class LanguageModel(nn.Module):
         ref = self.head.weight
         return self.rnn.init_state(batch, device=device or ref.device, dtype=dtype or ref.dtype)
 
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Input vectors of any shape of token ids: ``(..., E)``, or one-hot ``(..., V)``."""
+        if self.embedding is None:
+            return nn.functional.one_hot(tokens, self.config.vocab_size).to(self.head.weight.dtype)
+        return self.embedding(tokens)
+
     def forward(self, tokens: Tensor, state=None) -> tuple[Tensor, tuple]:
         if tokens.dim() != 2 or tokens.dtype != torch.long:
             raise ValueError(
                 f"expected tokens as an int64 tensor of shape (T, B), got "
                 f"{tuple(tokens.shape)} {tokens.dtype}"
             )
-        if self.embedding is None:
-            x = nn.functional.one_hot(tokens, self.config.vocab_size).to(self.head.weight.dtype)
-        else:
-            x = self.embedding(tokens)  # (T, B, E)
-        y, state = self.rnn.run(x, state, None)  # (T, B, H)
+        y, state = self.rnn.run(self.embed(tokens), state, None)  # (T, B, H)
         y = variational_dropout(y, self.output_dropout, self.training)
         return self.head(y), state  # (T, B, V)

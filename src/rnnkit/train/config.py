@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+
+from rnnkit.settings import JSONSettings
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 DECAYS = ("none", "cosine", "linear")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JSONSettings):
     """How to train a language model on a token stream with truncated BPTT.
 
     Stopping: at least one of ``max_steps``, ``epochs`` and ``time_budget`` must be
@@ -24,6 +26,8 @@ class TrainConfig:
     run's schedule depends on the machine's speed (bound a run by steps or epochs for
     one that repeats exactly).
     """
+
+    settings_kind = "training"
 
     batch_size: int = 32  # parallel streams B (more updates per second than 64 on a CPU)
     seq_len: int = 128  # TBPTT length k: the carried state is detached every k tokens
@@ -95,17 +99,6 @@ class TrainConfig:
         if self.epochs is not None:
             ends.append(self.epochs * chunks_per_epoch)
         return min(ends) if ends else None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 def _is_number(value) -> bool:
