@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from rnnkit.cells.base import RecurrentCell
 from rnnkit.engines.base import Engine, Unroll, reverse_padded
+from rnnkit.engines.fused import FusedEngine
 from rnnkit.engines.loop import LoopEngine
 from rnnkit.engines.native import NativeEngine
 
-ENGINES: dict[str, Engine] = {"loop": LoopEngine(), "native": NativeEngine()}
+ENGINES: dict[str, Engine] = {
+    "loop": LoopEngine(),
+    "native": NativeEngine(),
+    "fused": FusedEngine(),
+}
 
 # Fastest first; ``loop`` runs everything and closes the list.
 AUTO_ORDER: tuple[str, ...] = ("native", "loop")
@@ -50,6 +55,7 @@ __all__ = [
     "AUTO_ORDER",
     "ENGINES",
     "Engine",
+    "FusedEngine",
     "LoopEngine",
     "NativeEngine",
     "Unroll",

@@ -1,0 +1,85 @@
+// Shared pieces of the fused recurrences: the element-wise maths and the loop helpers.
+//
+// Every kernel works on contiguous time-major tensors. Element-wise work runs as plain
+// loops the compiler vectorises (exp/tanh through the C library's vector maths), split
+// over rows with at::parallel_for only when a step has enough elements to pay for it.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <type_traits>
+
+namespace rnnkit {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+// Built with -ffast-math (the vector exp/tanh need it), which assumes no infinities:
+// the clamp keeps exp finite, and sigmoid(-80) is already below float's precision.
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(std::min(-x, T(80))));
+}
+
+// Activation codes shared with Python (fused/functions.py ACTIVATIONS).
+enum Activation : int64_t { kTanh = 0, kRelu = 1, kSigmoid = 2 };
+
+// The activation is a template argument so each inner loop has no branch on it and
+// the compiler can vectorise it.
+template <int64_t Act, typename T>
+inline T activate(T a) {
+  if constexpr (Act == kTanh) return std::tanh(a);
+  if constexpr (Act == kRelu) return a > T(0) ? a : T(0);
+  if constexpr (Act == kSigmoid) return sigmoid(a);
+}
+
+// f'(a) written in terms of f = f(a), which is what the forward keeps.
+template <int64_t Act, typename T>
+inline T activate_grad(T f) {
+  if constexpr (Act == kTanh) return T(1) - f * f;
+  if constexpr (Act == kRelu) return f > T(0) ? T(1) : T(0);
+  if constexpr (Act == kSigmoid) return f * (T(1) - f);
+}
+
+// Calls fn(std::integral_constant<int64_t, act>{}) so fn can use act at compile time.
+template <typename F>
+inline void with_activation(int64_t act, const F& fn) {
+  switch (act) {
+    case kTanh: return fn(std::integral_constant<int64_t, kTanh>{});
+    case kRelu: return fn(std::integral_constant<int64_t, kRelu>{});
+    case kSigmoid: return fn(std::integral_constant<int64_t, kSigmoid>{});
+    default: TORCH_CHECK(false, "unknown activation code ", act);
+  }
+}
+
+// Runs fn(begin_row, end_row) over `rows` rows of `width` elements each, in parallel
+// only when the work is large enough that threads win over their start-up cost.
+template <typename F>
+inline void for_rows(int64_t rows, int64_t width, const F& fn) {
+  constexpr int64_t kMinElementsPerTask = 32768;
+  const int64_t grain = std::max<int64_t>(1, kMinElementsPerTask / std::max<int64_t>(1, width));
+  if (rows <= grain) {
+    fn(0, rows);
+  } else {
+    at::parallel_for(0, rows, grain, fn);
+  }
+}
+
+// Pointer to row t of a (T, ...) tensor's data, or nullptr for an absent tensor.
+template <typename T>
+inline const T* maybe_ptr(const OptTensor& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+inline Tensor contiguous(const Tensor& t) { return t.contiguous(); }
+
+inline OptTensor contiguous(const OptTensor& t) {
+  if (t.has_value() && t->defined()) return t->contiguous();
+  return std::nullopt;
+}
+
+}  // namespace rnnkit
