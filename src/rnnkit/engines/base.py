@@ -31,6 +31,9 @@ class Unroll:
             ``(B, R)``, the same at every step; None for none.
         teacher: true previous outputs for teacher forcing, ``(T, B, O)``: the step
             after step t sees ``teacher[t]`` as its previous output. None for none.
+        checkpoint: steps per gradient-checkpointing segment (0: none). The layer then
+            hands the engine one segment at a time, in which a sequence may already
+            have ended (length 0); engines that cannot take that refuse.
     """
 
     x: Tensor
@@ -39,6 +42,7 @@ class Unroll:
     reverse: bool = False
     state_mask: Tensor | None = None
     teacher: Tensor | None = None
+    checkpoint: int = 0
 
     def valid(self) -> Tensor | None:
         """``(T, B)`` bool: which steps are inside their sequence (None: all)."""

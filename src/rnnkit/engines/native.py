@@ -44,6 +44,8 @@ class NativeEngine(Engine):
             return "recurrent (state) dropout needs a per-step mask torch's kernels lack"
         if unroll.teacher is not None:
             return "teacher forcing is not available in torch's kernels"
+        if unroll.checkpoint:
+            return "checkpointed segments may hold ended sequences, which torch's kernels refuse"
         return None
 
     def run(self, cell: RecurrentCell, unroll: Unroll) -> tuple[Tensor, State]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from rnnkit.cells.base import RecurrentCell, State
 from rnnkit.engines import Unroll, check_engine, select_engine
+from rnnkit.engines.checkpoint import run_in_segments, segment_steps
 from rnnkit.layers._checks import check_lengths, check_state, time_major
 from rnnkit.layers.regularizers import (
     check_probability,
@@ -26,7 +28,8 @@ class Recurrent(nn.Module):
         reverse: process each sequence from its last valid step to its first.
         batch_first: ``x`` and ``y`` are ``(B, T, ·)`` instead of ``(T, B, ·)``.
         engine: ``"auto"`` (fastest engine that supports the configuration),
-            ``"loop"`` (the reference) or ``"native"`` (PyTorch's kernels).
+            ``"loop"`` (the reference), ``"native"`` (PyTorch's kernels) or
+            ``"fused"`` (rnnkit's C++ recurrences with hand-written BPTT).
         learn_init: learn the initial state instead of starting from zeros.
         input_dropout, output_dropout: variational dropout on ``x`` and ``y``: one
             mask per sequence, the same at every step.
@@ -34,6 +37,10 @@ class Recurrent(nn.Module):
             (Gal & Ghahramani 2016).
         dropconnect: drop entries of the recurrent weight matrix, one mask per forward
             pass (Merity et al. 2017's weight-dropped LSTM).
+        checkpoint: gradient checkpointing through time for long sequences: ``True``
+            recomputes the forward in segments of ``ceil(sqrt(T))`` steps during the
+            backward (memory for the backward grows with ``sqrt(T)`` instead of ``T``,
+            for one extra forward pass); an integer sets the steps per segment.
 
     With ``lengths`` (right padding), steps past a sequence's end emit zeros and the
     final state is the state at its last real step, as with ``pack_padded_sequence``.
@@ -53,6 +60,7 @@ class Recurrent(nn.Module):
         output_dropout: float = 0.0,
         state_dropout: float = 0.0,
         dropconnect: float = 0.0,
+        checkpoint: bool | int = False,
     ) -> None:
         super().__init__()
         if not isinstance(cell, RecurrentCell):
@@ -67,6 +75,12 @@ class Recurrent(nn.Module):
         self.dropconnect = check_probability("dropconnect", dropconnect)
         if self.dropconnect and not cell.recurrent_weights:
             raise ValueError(f"{type(cell).__name__} has no recurrent weights for dropconnect")
+        if isinstance(checkpoint, bool) or (isinstance(checkpoint, int) and checkpoint >= 0):
+            self.checkpoint = checkpoint
+        else:
+            raise ValueError(
+                f"checkpoint must be True, False or a positive number of steps, got {checkpoint!r}"
+            )
         self.learn_init = bool(learn_init)
         if self.learn_init:
             ref = next(cell.parameters())
@@ -135,14 +149,21 @@ class Recurrent(nn.Module):
         state_mask = None
         if self.training and self.state_dropout:
             state_mask = dropout_mask(self.state_dropout, state[0].shape, state[0])  # (B, R)
-        unroll = Unroll(x, state, lengths, self.reverse, state_mask, teacher)
+        segment = segment_steps(self.checkpoint, x.shape[0]) if torch.is_grad_enabled() else 0
+        if segment and teacher is not None:
+            raise ValueError("checkpoint cannot be combined with teacher forcing")
+        unroll = Unroll(x, state, lengths, self.reverse, state_mask, teacher, segment)
         engine = select_engine(self.engine, self.cell, unroll)
+        masked = {}
         if self.training and self.dropconnect:
             masked = dropconnect_weights(self.cell, self.cell.recurrent_weights, self.dropconnect)
+
+        def run(unroll: Unroll) -> tuple[Tensor, State]:
+            # The dropped weights go in here, so a checkpoint's recomputation uses them too.
             with substituted(self.cell, masked):
-                y, final = engine.run(self.cell, unroll)
-        else:
-            y, final = engine.run(self.cell, unroll)
+                return engine.run(self.cell, unroll)
+
+        y, final = run_in_segments(run, unroll, segment) if segment else run(unroll)
         return variational_dropout(y, self.output_dropout, self.training), final
 
     def extra_repr(self) -> str:
