@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from rnnkit import ElmanCell, JordanCell, LeakyCell, LSTMCell, Recurrent
+from rnnkit import ElmanCell, JordanCell, LeakyCell, Recurrent
 from rnnkit.engines import ENGINES, Unroll
 from rnnkit.engines.fused import build
 
