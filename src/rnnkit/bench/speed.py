@@ -473,6 +473,16 @@ def targets(results: list[dict]) -> list[dict]:
             r = by_cell[cell]
             add(f"{cell} fused / nn.{module}", ratio(r, "fused", "torch.nn"), "<=", 1.5)
             add(f"{cell} fused / {step} loop", ratio(r, "fused", "cell-loop"), "<=", 0.25)
+    if "leaky" in by_cell and "lstm" in by_cell:
+        # The goals name nn.LSTM and the LSTMCell loop for every variant, leaky included.
+        fused = by_cell["leaky"]["impls"].get("fused", {}).get("median_s")
+        for ref, label, limit in (
+            ("torch.nn", "nn.LSTM", 1.5),
+            ("cell-loop", "LSTMCell loop", 0.25),
+        ):
+            base = by_cell["lstm"]["impls"].get(ref, {}).get("median_s")
+            value = fused / base if fused and base else None
+            add(f"leaky fused / {label}", value, "<=", limit)
     for r in results:
         if (r["B"], r["H"]) == PEAK_CONFIG and "auto" in r["impls"]:
             name = f"{r['cell']} T={r['T']} B={r['B']} H={r['H']} auto % of peak"
