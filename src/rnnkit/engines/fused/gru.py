@@ -32,7 +32,8 @@ class GRUFunction(torch.autograd.Function):
         dn = dh_t (1 - z)(1 - n^2),  dz = dh_t (hin - n) z (1 - z),  dr = dn gh_n r (1 - r)
         dxp_t = [dr, dz, dn],  dgh_t = [dr, dz, dn r],  dhin = dh_t z + dgh_t @ w_hh
 
-    then ``dw_hh = dgh^T @ hin`` is one product over all T·B rows and ``db_hh`` a sum.
+    then ``dw_hh = dgh^T @ hin`` is a product over all T·B rows (one for the r, z rows,
+    one for the n rows, as only ``dn r`` is kept apart from ``dxp``) and ``db_hh`` a sum.
     """
 
     @staticmethod
@@ -45,15 +46,19 @@ class GRUFunction(torch.autograd.Function):
     def backward(ctx, dy, dh_last):
         gates, hs, w_hh, valid, mask = ctx.saved_tensors
         hin = _step_inputs(hs, mask)  # (T, B, H)
-        dxp, dgh, dh0 = torch.ops.rnnkit_fused.gru_backward(
+        dxp, dgn, dh0 = torch.ops.rnnkit_fused.gru_backward(
             dy, dh_last, gates, hin, w_hh, valid, mask
         )
-        dgh = dgh.flatten(0, 1)  # (T·B, 3H)
+        # dgh = [dr, dz, dgn]: its r, z part is dxp's, so it is not stored twice.
+        H = hin.shape[-1]
+        drz = dxp.flatten(0, 1)[:, : 2 * H]  # (T·B, 2H)
+        dgn = dgn.flatten(0, 1)  # (T·B, H)
         dw_hh = db_hh = None
         if ctx.needs_input_grad[2]:
-            dw_hh = dgh.T @ hin.flatten(0, 1)  # (3H, H)
+            hin = hin.flatten(0, 1)
+            dw_hh = torch.cat([drz.T @ hin, dgn.T @ hin])  # (3H, H)
         if ctx.needs_input_grad[3]:
-            db_hh = dgh.sum(0)  # (3H,)
+            db_hh = torch.cat([drz.sum(0), dgn.sum(0)])  # (3H,)
         return dxp, dh0, dw_hh, db_hh, None, None
 
 

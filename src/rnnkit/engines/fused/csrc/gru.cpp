@@ -47,6 +47,14 @@ void add_masked(Tensor& dh, const Tensor& prod, const T_* pm) {
   for (int64_t k = 0; k < n; ++k) pdh[k] += pm[k] * pp[k];
 }
 
+// Calls fn(std::true_type{}) or fn(std::false_type{}), so an optional tensor's presence
+// is known at compile time and the inner loops carry no branch on it.
+template <typename F>
+inline void with_flag(bool flag, const F& fn) {
+  if (flag) return fn(std::true_type{});
+  return fn(std::false_type{});
+}
+
 }  // namespace
 
 // reset="after". Returns y (T, B, H), gates (T, B, 4H) holding [r, z, n, gh_n] per row
@@ -79,6 +87,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
       const Tensor hin = masked_state<T_>(hs[t], pm, hin_buf);
       at::mm_out(gh, hin, w_t);
       const T_* phi = hin.data_ptr<T_>();
+      with_flag(pb != nullptr, [&](auto biased) {
       for_rows(B, 4 * H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t row = t * B + b;
@@ -92,9 +101,14 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
           T_* yo = py + row * H;
 _Pragma("omp simd")
           for (int64_t j = 0; j < H; ++j) {
-            const T_ r = sigmoid(x[j] + g[j] + (pb ? pb[j] : T_(0)));
-            const T_ z = sigmoid(x[H + j] + g[H + j] + (pb ? pb[H + j] : T_(0)));
-            const T_ ghn = g[2 * H + j] + (pb ? pb[2 * H + j] : T_(0));
+            T_ ar = x[j] + g[j], az = x[H + j] + g[H + j], ghn = g[2 * H + j];
+            if constexpr (biased()) {
+              ar += pb[j];
+              az += pb[H + j];
+              ghn += pb[2 * H + j];
+            }
+            const T_ r = sigmoid(ar);
+            const T_ z = sigmoid(az);
             const T_ n = std::tanh(x[2 * H + j] + r * ghn);
             const T_ h = n + z * (hi[j] - n);
             G[j] = r;
@@ -106,14 +120,16 @@ _Pragma("omp simd")
           }
         }
       });
+      });
     }
   });
   return {y, gates, hs};
 }
 
 // reset="after". hin (T, B, H) is every step's hin (hs[:T] * mask). Returns dxp
-// (T, B, 3H) = [dr, dz, dn] (pre-activation), dgh (T, B, 3H) = [dr, dz, dn * r] (the
-// gradient of the product plus b_hh) and dh0 (B, H).
+// (T, B, 3H) = [dr, dz, dn] (pre-activation), dgn (T, B, H) = dn * r and dh0 (B, H).
+// The gradient of gh (and b_hh) is dgh = [dr, dz, dgn]: it only lives one step, in a
+// (B, 3H) buffer, since its r, z part is already in dxp.
 //
 //   dn = dh_t (1 - z)(1 - n^2),  dz = dh_t (hin - n) z (1 - z),  dr = dn gh_n r (1 - r)
 //   dhin = dh_t z + dgh @ w_hh
@@ -125,7 +141,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_backward(
   const OptTensor valid = contiguous(valid_), mask = contiguous(mask_);
   const int64_t T = dy.size(0), B = dy.size(1), H = dy.size(2);
   Tensor dxp = at::empty({T, B, 3 * H}, dy.options());
-  Tensor dgh = at::empty({T, B, 3 * H}, dy.options());
+  Tensor dgn = at::empty({T, B, H}, dy.options());
+  Tensor dgh = at::empty({B, 3 * H}, dy.options());     // this step's
   Tensor dh = dhT.contiguous().clone();                  // gradient carried to h_{t-1}
   Tensor prod = mask ? at::empty_like(dh) : Tensor();
 
@@ -137,9 +154,11 @@ std::tuple<Tensor, Tensor, Tensor> gru_backward(
     const T_* pg = gates.data_ptr<T_>();
     const T_* phin = hin.data_ptr<T_>();
     T_* pdxp = dxp.data_ptr<T_>();
+    T_* pdgn = dgn.data_ptr<T_>();
     T_* pdgh = dgh.data_ptr<T_>();
     T_* pdh = dh.data_ptr<T_>();
     for (int64_t t = T - 1; t >= 0; --t) {
+      with_flag(pm != nullptr, [&](auto masked) {
       for_rows(B, 4 * H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t row = t * B + b;
@@ -149,7 +168,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_backward(
           const T_* dyo = pdy + row * H;
           const T_* m = pm ? pm + b * H : nullptr;         // only read with a mask
           T_* dx = pdxp + row * 3 * H;
-          T_* dg = pdgh + row * 3 * H;
+          T_* dgn_row = pdgn + row * H;
+          T_* dg = pdgh + b * 3 * H;
           T_* d = pdh + b * H;
 _Pragma("omp simd")
           for (int64_t j = 0; j < H; ++j) {
@@ -164,21 +184,24 @@ _Pragma("omp simd")
             dx[2 * H + j] = dn;
             dg[j] = dr;
             dg[H + j] = dz;
-            dg[2 * H + j] = dn * r;
+            dg[2 * H + j] = dgn_row[j] = dn * r;
             // g - dhn passes a padded step unchanged; dhn z is the direct path to hin.
-            d[j] = (g - dhn) + (pm ? m[j] : T_(1)) * (dhn * z);
+            T_ dhin = dhn * z;
+            if constexpr (masked()) dhin *= m[j];
+            d[j] = (g - dhn) + dhin;
           }
         }
       });
+      });
       if (pm) {
-        at::mm_out(prod, dgh[t], w_hh);                  // (B, H)
+        at::mm_out(prod, dgh, w_hh);                     // (B, H)
         add_masked<T_>(dh, prod, pm);
       } else {
-        at::addmm_out(dh, dh, dgh[t], w_hh);             // dh += dgh_t @ w_hh
+        at::addmm_out(dh, dh, dgh, w_hh);                // dh += dgh @ w_hh
       }
     }
   });
-  return {dxp, dgh, dh};
+  return {dxp, dgn, dh};
 }
 
 // reset="before". Returns y (T, B, H), gates (T, B, 3H) holding [r, z, n] per row, q
@@ -291,6 +314,8 @@ std::tuple<Tensor, Tensor> gru_before_backward(
     T_* pda = da.data_ptr<T_>();
     T_* pdh = dh.data_ptr<T_>();
     for (int64_t t = T - 1; t >= 0; --t) {
+      const Tensor da_t = da[t];
+      with_flag(pm != nullptr, [&](auto masked) {
       for_rows(B, 2 * H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t row = t * B + b;
@@ -308,11 +333,12 @@ _Pragma("omp simd")
             const T_ dhn = v * g;
             a[H + j] = dhn * (hi[j] - n) * z * (T_(1) - z);
             a[2 * H + j] = dhn * (T_(1) - z) * (T_(1) - n * n);
-            d[j] = (g - dhn) + (pm ? m[j] : T_(1)) * (dhn * z);
+            T_ dhin = dhn * z;
+            if constexpr (masked()) dhin *= m[j];
+            d[j] = (g - dhn) + dhin;
           }
         }
       });
-      const Tensor da_t = da[t];
       at::mm_out(dq, da_t.narrow(1, 2 * H, H), w_n);     // (B, H): d q
       for_rows(B, 2 * H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
@@ -327,9 +353,12 @@ _Pragma("omp simd")
           for (int64_t j = 0; j < H; ++j) {
             const T_ r = G[j];
             a[j] = e[j] * hi[j] * r * (T_(1) - r);
-            d[j] += (pm ? m[j] : T_(1)) * (e[j] * r);
+            T_ dhin = e[j] * r;
+            if constexpr (masked()) dhin *= m[j];
+            d[j] += dhin;
           }
         }
+      });
       });
       if (pm) {
         at::mm_out(prod, da_t.narrow(1, 0, 2 * H), w_rz);
