@@ -7,9 +7,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <optional>
 #include <type_traits>
 
@@ -76,6 +79,49 @@ inline const T* maybe_ptr(const OptTensor& t) {
 }
 
 inline Tensor contiguous(const Tensor& t) { return t.contiguous(); }
+
+// a @ w^T for a weight w (N, K) that every step multiplies by. In float32, on a
+// PyTorch built with oneDNN, the weight is packed once into oneDNN's blocked layout
+// and each step calls oneDNN's matmul (the one torch.nn.LSTM uses on the CPU): for
+// step-sized products (B of 1 to a few hundred rows) it runs about 3x faster than
+// at::mm. Elsewhere (float64, no oneDNN) it is at::mm into a reused buffer.
+class StepProduct {
+ public:
+  StepProduct(const Tensor& w, int64_t batch) : w_t_(w.t()) {
+    if (w.scalar_type() == at::kFloat && onednn_ops()) {
+      static auto reorder = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("mkldnn::_reorder_linear_weight", "")
+                                .typed<Tensor(const Tensor&, std::optional<int64_t>)>();
+      packed_ = reorder.call(w.contiguous(), batch);
+    }
+  }
+
+  // a (B, K) -> a @ w^T (B, N), contiguous: a fresh tensor from oneDNN, or `out`.
+  Tensor operator()(const Tensor& a, Tensor& out) const {
+    if (!packed_.defined()) return at::mm_out(out, a, w_t_);
+    static auto linear =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+            .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&,
+                          c10::string_view, c10::List<std::optional<c10::Scalar>>,
+                          std::optional<c10::string_view>)>();
+    return linear.call(a.contiguous(), packed_, std::nullopt, "none", c10::List<std::optional<c10::Scalar>>(),
+                       std::nullopt);
+  }
+
+ private:
+  static bool onednn_ops() {
+    // RNNKIT_ONEDNN=0 turns it off (to compare the two in benchmarks/speed.py).
+    static const bool found =
+        !(std::getenv("RNNKIT_ONEDNN") && std::string(std::getenv("RNNKIT_ONEDNN")) == "0") &&
+        at::hasMKLDNN() &&
+        c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""}).has_value() &&
+        c10::Dispatcher::singleton().findSchema({"mkldnn::_reorder_linear_weight", ""}).has_value();
+    return found;
+  }
+
+  Tensor w_t_, packed_;
+};
 
 inline OptTensor contiguous(const OptTensor& t) {
   if (t.has_value() && t->defined()) return t->contiguous();

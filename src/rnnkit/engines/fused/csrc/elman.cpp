@@ -23,8 +23,8 @@ std::tuple<Tensor, Tensor, Tensor> elman_forward(
   Tensor f_all = alpha ? at::empty_like(xp) : Tensor();
   Tensor h = h0.contiguous().clone();                   // carried state (B, H)
   Tensor hin = mask ? at::empty_like(h) : h;            // what the product reads
-  Tensor a = alpha ? Tensor() : at::empty({B, H}, xp.options());
-  const Tensor w_t = w_hh.t();
+  Tensor prod_buf = at::empty({B, H}, xp.options());
+  const StepProduct product(w_hh, B);                   // hin @ w_hh^T
 
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "elman_forward", [&] {
     using T_ = scalar_t;
@@ -37,9 +37,10 @@ std::tuple<Tensor, Tensor, Tensor> elman_forward(
         const T_* hp = h.data_ptr<T_>();
         for (int64_t k = 0; k < B * H; ++k) hi[k] = hp[k] * pm[k];
       }
-      Tensor a_t = alpha ? f_all[t] : a;                 // (B, H)
-      at::addmm_out(a_t, xp[t], hin, w_t);
-      T_* pa = a_t.data_ptr<T_>();
+      const Tensor prod = product(hin, prod_buf);        // (B, H)
+      const T_* pp = prod.data_ptr<T_>();
+      const T_* px = xp[t].data_ptr<T_>();
+      T_* pf = alpha ? f_all[t].data_ptr<T_>() : nullptr;
       T_* py = y[t].data_ptr<T_>();
       T_* ph = h.data_ptr<T_>();
       const T_* phi = hin.data_ptr<T_>();
@@ -50,8 +51,8 @@ std::tuple<Tensor, Tensor, Tensor> elman_forward(
           const int64_t r = b * H;
 _Pragma("omp simd")
           for (int64_t j = 0; j < H; ++j) {
-            const T_ f = activate<Act()>(pa[r + j]);
-            pa[r + j] = f;                               // leaky keeps f for the backward
+            const T_ f = activate<Act()>(px[r + j] + pp[r + j]);
+            if (pf) pf[r + j] = f;                       // leaky keeps f for the backward
             const T_ hn = pal ? pal[j] * phi[r + j] + (T_(1) - pal[j]) * f : f;
             py[r + j] = v * hn;
             ph[r + j] = v != T_(0) ? hn : ph[r + j];
@@ -77,7 +78,8 @@ std::tuple<Tensor, Tensor, Tensor> elman_backward(
   Tensor da = at::empty_like(y);
   Tensor dhn_all = alpha ? at::empty_like(y) : Tensor();
   Tensor dh = dhT.contiguous().clone();                  // gradient carried to h_{t-1}
-  Tensor keep = at::empty_like(dh), direct = at::empty_like(dh), prod = at::empty_like(dh);
+  Tensor keep = at::empty_like(dh), direct = at::empty_like(dh), prod_buf = at::empty_like(dh);
+  const StepProduct product(w_hh.t(), B);                // da @ w_hh
 
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "elman_backward", [&] {
     using T_ = scalar_t;
@@ -110,7 +112,7 @@ _Pragma("omp simd")
         }
       });
       });
-      at::mm_out(prod, da[t], w_hh);                     // (B, H): d hin through the product
+      const Tensor prod = product(da[t], prod_buf);      // (B, H): d hin through the product
       const T_* pp = prod.data_ptr<T_>();
       for (int64_t k = 0; k < B * H; ++k) {
         const T_ dhin = pd[k] + pp[k];

@@ -71,7 +71,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
   hs[0].copy_(h0);
   Tensor hin_buf = mask ? at::empty({B, H}, xp.options()) : Tensor();
   Tensor gh = at::empty({B, 3 * H}, xp.options());       // the product, bias added below
-  const Tensor w_t = w_hh.t();
+  const StepProduct product(w_hh, B);                    // hin @ w_hh^T
 
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gru_forward", [&] {
     using T_ = scalar_t;
@@ -79,13 +79,13 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     const T_* pv = maybe_ptr<T_>(valid);
     const T_* pb = maybe_ptr<T_>(b_hh);
     const T_* pxp = xp.data_ptr<T_>();
-    const T_* pgh = gh.data_ptr<T_>();
     T_* pg = gates.data_ptr<T_>();
     T_* py = y.data_ptr<T_>();
     T_* phs = hs.data_ptr<T_>();
     for (int64_t t = 0; t < T; ++t) {
       const Tensor hin = masked_state<T_>(hs[t], pm, hin_buf);
-      at::mm_out(gh, hin, w_t);
+      const Tensor gh_t = product(hin, gh);
+      const T_* pgh = gh_t.data_ptr<T_>();
       const T_* phi = hin.data_ptr<T_>();
       with_flag(pb != nullptr, [&](auto biased) {
       for_rows(B, 4 * H, [&](int64_t b0, int64_t b1) {
@@ -144,7 +144,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_backward(
   Tensor dgn = at::empty({T, B, H}, dy.options());
   Tensor dgh = at::empty({B, 3 * H}, dy.options());     // this step's
   Tensor dh = dhT.contiguous().clone();                  // gradient carried to h_{t-1}
-  Tensor prod = mask ? at::empty_like(dh) : Tensor();
+  Tensor prod = at::empty_like(dh);
+  const StepProduct product(w_hh.t(), B);                // dgh @ w_hh
 
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "gru_backward", [&] {
     using T_ = scalar_t;
@@ -193,11 +194,11 @@ _Pragma("omp simd")
         }
       });
       });
+      const Tensor dhin = product(dgh, prod);            // (B, H)
       if (pm) {
-        at::mm_out(prod, dgh, w_hh);                     // (B, H)
-        add_masked<T_>(dh, prod, pm);
+        add_masked<T_>(dh, dhin, pm);
       } else {
-        at::addmm_out(dh, dh, dgh, w_hh);                // dh += dgh @ w_hh
+        dh.add_(dhin);
       }
     }
   });
@@ -220,23 +221,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_before_forward(
   Tensor hin_buf = mask ? at::empty({B, H}, xp.options()) : Tensor();
   Tensor grz = at::empty({B, 2 * H}, xp.options());
   Tensor gn = at::empty({B, H}, xp.options());
-  const Tensor w_rz_t = w_hh.narrow(0, 0, 2 * H).t();    // (H, 2H)
-  const Tensor w_n_t = w_hh.narrow(0, 2 * H, H).t();     // (H, H)
+  const StepProduct product_rz(w_hh.narrow(0, 0, 2 * H), B);  // hin @ w_hh[r, z]^T
+  const StepProduct product_n(w_hh.narrow(0, 2 * H, H), B);    // q @ w_hh[n]^T
 
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gru_before_forward", [&] {
     using T_ = scalar_t;
     const T_* pm = maybe_ptr<T_>(mask);
     const T_* pv = maybe_ptr<T_>(valid);
     const T_* pxp = xp.data_ptr<T_>();
-    const T_* pgrz = grz.data_ptr<T_>();
-    const T_* pgn = gn.data_ptr<T_>();
     T_* pg = gates.data_ptr<T_>();
     T_* pq = q.data_ptr<T_>();
     T_* py = y.data_ptr<T_>();
     T_* phs = hs.data_ptr<T_>();
     for (int64_t t = 0; t < T; ++t) {
       const Tensor hin = masked_state<T_>(hs[t], pm, hin_buf);
-      at::mm_out(grz, hin, w_rz_t);
+      const Tensor grz_t = product_rz(hin, grz);
+      const T_* pgrz = grz_t.data_ptr<T_>();
       const T_* phi = hin.data_ptr<T_>();
       for_rows(B, 2 * H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
@@ -255,7 +255,8 @@ _Pragma("omp simd")
           }
         }
       });
-      at::mm_out(gn, q[t], w_n_t);
+      const Tensor gn_t = product_n(q[t], gn);
+      const T_* pgn = gn_t.data_ptr<T_>();
       for_rows(B, 2 * H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t row = t * B + b;
@@ -299,9 +300,9 @@ std::tuple<Tensor, Tensor> gru_before_backward(
   Tensor da = at::empty({T, B, 3 * H}, dy.options());
   Tensor dh = dhT.contiguous().clone();
   Tensor dq = at::empty_like(dh);
-  Tensor prod = mask ? at::empty_like(dh) : Tensor();
-  const Tensor w_rz = w_hh.narrow(0, 0, 2 * H);          // (2H, H)
-  const Tensor w_n = w_hh.narrow(0, 2 * H, H);           // (H, H)
+  Tensor prod = at::empty_like(dh);
+  const StepProduct product_rz(w_hh.narrow(0, 0, 2 * H).t(), B);  // da[r, z] @ w_hh[r, z]
+  const StepProduct product_n(w_hh.narrow(0, 2 * H, H).t(), B);   // da[n] @ w_hh[n]
 
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "gru_before_backward", [&] {
     using T_ = scalar_t;
@@ -310,7 +311,6 @@ std::tuple<Tensor, Tensor> gru_before_backward(
     const T_* pdy = dy.data_ptr<T_>();
     const T_* pg = gates.data_ptr<T_>();
     const T_* phin = hin.data_ptr<T_>();
-    const T_* pdq = dq.data_ptr<T_>();
     T_* pda = da.data_ptr<T_>();
     T_* pdh = dh.data_ptr<T_>();
     for (int64_t t = T - 1; t >= 0; --t) {
@@ -339,7 +339,8 @@ _Pragma("omp simd")
           }
         }
       });
-      at::mm_out(dq, da_t.narrow(1, 2 * H, H), w_n);     // (B, H): d q
+      const Tensor dq_t = product_n(da_t.narrow(1, 2 * H, H), dq);  // (B, H): d q
+      const T_* pdq = dq_t.data_ptr<T_>();
       for_rows(B, 2 * H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t row = t * B + b;
@@ -360,11 +361,11 @@ _Pragma("omp simd")
         }
       });
       });
+      const Tensor dhin = product_rz(da_t.narrow(1, 0, 2 * H), prod);  // (B, H)
       if (pm) {
-        at::mm_out(prod, da_t.narrow(1, 0, 2 * H), w_rz);
-        add_masked<T_>(dh, prod, pm);
+        add_masked<T_>(dh, dhin, pm);
       } else {
-        at::addmm_out(dh, dh, da_t.narrow(1, 0, 2 * H), w_rz);
+        dh.add_(dhin);
       }
     }
   });
