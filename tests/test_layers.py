@@ -72,7 +72,7 @@ CELLS = {
 
 
 @pytest.mark.parametrize("kind", list(CELLS))
-@pytest.mark.parametrize("engine", ["loop", "native"])
+@pytest.mark.parametrize("engine", ["loop", "native", "fused"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize(
     ("batch_first", "given_state"), [(False, False), (False, True), (True, True)]
@@ -109,7 +109,7 @@ def test_recurrent_matches_hand_loop(kind, engine, reverse, batch_first, given_s
     N_IN=st.integers(1, 4),
     H=st.integers(1, 4),
     reverse=st.booleans(),
-    engine=st.sampled_from(["loop", "native"]),
+    engine=st.sampled_from(["loop", "native", "fused"]),
     kind=st.sampled_from(["elman", "lstm", "gru"]),
     given_state=st.booleans(),
     seed=st.integers(0, 2**16),
@@ -155,7 +155,7 @@ NATIVE_CONFIGS = {
 @pytest.mark.parametrize("config", list(NATIVE_CONFIGS))
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_loop_and_native_agree(config, with_lengths, reverse):
+def test_loop_native_and_fused_agree(config, with_lengths, reverse):
     torch.manual_seed(0)
     T, B, N_IN, H = 6, 4, 3, 4
     cell = make_cell(config, N_IN, H, **NATIVE_CONFIGS[config])
@@ -164,16 +164,18 @@ def test_loop_and_native_agree(config, with_lengths, reverse):
     state = tuple(s.requires_grad_() for s in rand_state(cell, B, gen))
     lengths = torch.tensor([4, 6, 1, 3]) if with_lengths else None
     unroll = Unroll(x, state, lengths, reverse)
-    assert select_engine("auto", cell, unroll).name == "native"
+    assert select_engine("native", cell, unroll).name == "native"
     wrt = [x, *state, *cell.parameters()]
     results = []
-    for engine in ("loop", "native"):
+    for engine in ("loop", "native", "fused"):
         y, final = Recurrent(cell, reverse=reverse, engine=engine)(x, state, lengths)
         grads = torch.autograd.grad(functional(y, final), wrt)
         results.append([y, *final, *grads])
     assert_all_close(results[0], results[1], CLOSE)
+    assert_all_close(results[0], results[2], CLOSE)
     if with_lengths:
-        assert torch.all(results[1][0][1:, 2] == 0) and torch.all(results[1][0][4:, 0] == 0)
+        for y in (results[1][0], results[2][0]):
+            assert torch.all(y[1:, 2] == 0) and torch.all(y[4:, 0] == 0)
 
 
 UNSUPPORTED = {
@@ -196,12 +198,12 @@ def test_native_refuses_unsupported_cells(config):
     ):
         Recurrent(cell, engine="native")(x)
     unroll = Unroll(x, cell.init_state(2))
-    assert select_engine("auto", cell, unroll).name == "loop"
-    # auto runs the loop engine: bit-identical results
+    assert select_engine("auto", cell, unroll).name == "fused"
+    # auto runs the fused engine: bit-identical results
     y_auto, f_auto = Recurrent(cell)(x)
-    y_loop, f_loop = Recurrent(cell, engine="loop")(x)
-    assert torch.equal(y_auto, y_loop)
-    assert all(torch.equal(a, b) for a, b in zip(f_auto, f_loop, strict=True))
+    y_fused, f_fused = Recurrent(cell, engine="fused")(x)
+    assert torch.equal(y_auto, y_fused)
+    assert all(torch.equal(a, b) for a, b in zip(f_auto, f_fused, strict=True))
 
 
 def test_native_refuses_state_dropout_and_teacher():
@@ -217,14 +219,25 @@ def test_native_refuses_state_dropout_and_teacher():
         select_engine("native", cell, unroll)
 
 
-def test_auto_picks_native_for_plain_cells():
+def test_auto_picks_the_fastest_engine_that_applies():
     torch.manual_seed(0)
     x = torch.randn(4, 2, 3, dtype=D)
-    for cell in (ElmanCell(3, 4, dtype=D), LSTMCell(3, 4, dtype=D), GRUCell(3, 4, dtype=D)):
-        assert select_engine("auto", cell, Unroll(x, cell.init_state(2))).name == "native"
+    expected = [
+        (LSTMCell(3, 4, dtype=D), "native"),  # torch's oneDNN LSTM
+        (ElmanCell(3, 4, dtype=D), "fused"),
+        (GRUCell(3, 4, dtype=D), "fused"),
+        (GRUCell(3, 4, reset="before", dtype=D), "fused"),
+        (LSTMCell(3, 4, peephole=True, dtype=D), "fused"),
+        (JordanCell(3, 4, 2, dtype=D), "loop"),
+    ]
+    for cell, name in expected:
+        assert select_engine("auto", cell, Unroll(x, cell.init_state(2))).name == name
         y_auto, _ = Recurrent(cell)(x)
-        y_native, _ = Recurrent(cell, engine="native")(x)
-        assert torch.equal(y_auto, y_native)
+        y_named, _ = Recurrent(cell, engine=name)(x)
+        assert torch.equal(y_auto, y_named)
+    lstm = LSTMCell(3, 4, dtype=D)
+    checkpointed = Unroll(x, lstm.init_state(2), checkpoint=2)
+    assert select_engine("auto", lstm, checkpointed).name == "fused"
 
 
 def test_auto_runs_a_single_step_through_the_loop():
@@ -414,7 +427,7 @@ def test_output_dropout_is_variational():
     assert torch.all(y[:, dropped] == 0)  # a dropped feature is zero at every step
 
 
-@pytest.mark.parametrize("engine", ["loop", "native"])
+@pytest.mark.parametrize("engine", ["loop", "native", "fused"])
 def test_input_dropout_is_variational(engine):
     torch.manual_seed(0)
     layer = Recurrent(LSTMCell(4, 3, dtype=D), input_dropout=0.5, engine=engine)
@@ -456,7 +469,7 @@ def test_state_dropout():
     assert len(matches) == 1
 
 
-@pytest.mark.parametrize("engine", ["loop", "native"])
+@pytest.mark.parametrize("engine", ["loop", "native", "fused"])
 @pytest.mark.parametrize("kind", ["elman", "lstm"])
 def test_dropconnect(kind, engine):
     torch.manual_seed(0)
@@ -485,7 +498,7 @@ def test_dropconnect(kind, engine):
     assert_all_close([y, *final], [torch.stack(ys), *state])
 
 
-@pytest.mark.parametrize("engine", ["loop", "native"])
+@pytest.mark.parametrize("engine", ["loop", "native", "fused"])
 @pytest.mark.parametrize("kind", ["elman", "lstm", "gru"])
 def test_learn_init(kind, engine):
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from rnnkit.cells.lstm import LSTMCell
 from rnnkit.engines.base import Engine, Unroll, reverse_padded
 
 
-def _kernel(cell: RecurrentCell):
+def native_kernel(cell: RecurrentCell):
     """The torch kernel computing ``cell`` exactly, or None."""
     kind = type(cell)
     if kind is LSTMCell and not cell.peephole and not cell.layer_norm:
@@ -38,7 +38,7 @@ class NativeEngine(Engine):
     name = "native"
 
     def unsupported(self, cell: RecurrentCell, unroll: Unroll) -> str | None:
-        if _kernel(cell) is None:
+        if native_kernel(cell) is None:
             return f"torch has no kernel for {cell!r}"
         if unroll.state_mask is not None:
             return "recurrent (state) dropout needs a per-step mask torch's kernels lack"
@@ -49,7 +49,7 @@ class NativeEngine(Engine):
         return None
 
     def run(self, cell: RecurrentCell, unroll: Unroll) -> tuple[Tensor, State]:
-        kernel = _kernel(cell)
+        kernel = native_kernel(cell)
         x, lengths = unroll.x, unroll.lengths
         if unroll.reverse:
             # torch runs one direction only: reverse each sequence within its length.
