@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.leaky import LeakyCell
+from rnnkit.engines.fused.products import InputSide, mm
 
 ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}  # the codes of csrc/common.h
 
@@ -47,7 +47,7 @@ class ElmanFunction(torch.autograd.Function):
             hin = hin * mask
         dw_hh = dalpha = None
         if ctx.needs_input_grad[2]:
-            dw_hh = da.flatten(0, 1).T @ hin.flatten(0, 1)  # (H, H)
+            dw_hh = mm(da.flatten(0, 1).T, hin.flatten(0, 1))  # (H, H)
         if ctx.needs_input_grad[3]:
             dalpha = (dhn * (hin - f)).sum((0, 1))  # (H,)
         return da, dh0, dw_hh, dalpha, None, None, None
@@ -60,7 +60,7 @@ def supports(cell) -> bool:
 def run(cell: ElmanCell, x: Tensor, state, valid: Tensor | None, mask: Tensor | None):
     """Outputs ``(T, B, H)`` and final state of ``cell`` over time-major ``x``."""
     bias = cell.bias_ih + cell.bias_hh if cell.bias else None
-    xp = F.linear(x, cell.weight_ih, bias)  # (T, B, H): every step's input side at once
+    xp = InputSide.apply(x, cell.weight_ih, bias)  # (T, B, H): every step's input side
     alpha = cell.alpha_value if isinstance(cell, LeakyCell) else None
     act = ACTIVATIONS[cell.nonlinearity]
     y, h_last = ElmanFunction.apply(xp, state[0], cell.weight_hh, alpha, act, valid, mask)

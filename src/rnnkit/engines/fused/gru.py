@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from rnnkit.cells.gru import GRUCell
+from rnnkit.engines.fused.products import InputSide, mm
 
 
 def _step_inputs(hs: Tensor, mask: Tensor | None) -> Tensor:
@@ -56,7 +56,7 @@ class GRUFunction(torch.autograd.Function):
         dw_hh = db_hh = None
         if ctx.needs_input_grad[2]:
             hin = hin.flatten(0, 1)
-            dw_hh = torch.cat([drz.T @ hin, dgn.T @ hin])  # (3H, H)
+            dw_hh = torch.cat([mm(drz.T, hin), mm(dgn.T, hin)])  # (3H, H)
         if ctx.needs_input_grad[3]:
             db_hh = torch.cat([drz.sum(0), dgn.sum(0)])  # (3H,)
         return dxp, dh0, dw_hh, db_hh, None, None
@@ -104,8 +104,8 @@ class GRUBeforeFunction(torch.autograd.Function):
             rows = da.flatten(0, 1)  # (T·B, 3H)
             dw_hh = torch.cat(
                 [
-                    rows[:, : 2 * H].T @ hin.flatten(0, 1),  # (2H, H)
-                    rows[:, 2 * H :].T @ q.flatten(0, 1),  # (H, H)
+                    mm(rows[:, : 2 * H].T, hin.flatten(0, 1)),  # (2H, H)
+                    mm(rows[:, 2 * H :].T, q.flatten(0, 1)),  # (H, H)
                 ]
             )
         return da, dh0, dw_hh, None, None
@@ -118,10 +118,10 @@ def supports(cell) -> bool:
 def run(cell: GRUCell, x: Tensor, state, valid: Tensor | None, mask: Tensor | None):
     """Outputs ``(T, B, H)`` and final state of ``cell`` over time-major ``x``."""
     if cell.reset == "after":
-        xp = F.linear(x, cell.weight_ih, cell.bias_ih)  # (T, B, 3H): every step at once
+        xp = InputSide.apply(x, cell.weight_ih, cell.bias_ih)  # (T, B, 3H): every step at once
         y, h_last = GRUFunction.apply(xp, state[0], cell.weight_hh, cell.bias_hh, valid, mask)
     else:
         bias = cell.bias_ih + cell.bias_hh if cell.bias else None
-        xp = F.linear(x, cell.weight_ih, bias)  # (T, B, 3H)
+        xp = InputSide.apply(x, cell.weight_ih, bias)  # (T, B, 3H)
         y, h_last = GRUBeforeFunction.apply(xp, state[0], cell.weight_hh, valid, mask)
     return y, (h_last,)

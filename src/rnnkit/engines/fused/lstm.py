@@ -6,31 +6,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.cells.lstm import LSTMCell
-
-
-class InputSide(torch.autograd.Function):
-    r"""``x @ weight.T + bias`` as one product over all T·B rows, and its gradients.
-
-    What ``F.linear`` computes, through the kernels' own product (oneDNN for float32
-    where PyTorch has it: on some CPUs about twice as fast as the BLAS behind ``F.linear``).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return torch.ops.rnnkit_fused.lstm_mm(x, weight.T, bias)  # (T, B, 4H), not a view
-
-    @staticmethod
-    def backward(ctx, dxp):
-        x, weight = ctx.saved_tensors
-        mm = torch.ops.rnnkit_fused.lstm_mm
-        need = ctx.needs_input_grad
-        dxp2 = dxp.reshape(-1, dxp.shape[-1])  # (T·B, 4H)
-        dx = mm(dxp, weight, None) if need[0] else None
-        dw = mm(dxp2.T, x.reshape(-1, x.shape[-1]), None) if need[1] else None
-        db = dxp2.sum(0) if ctx.has_bias and need[2] else None
-        return dx, dw, db
+from rnnkit.engines.fused.products import InputSide
 
 
 class LSTMFunction(torch.autograd.Function):

@@ -80,6 +80,16 @@ inline const T* maybe_ptr(const OptTensor& t) {
 
 inline Tensor contiguous(const Tensor& t) { return t.contiguous(); }
 
+// False when RNNKIT_ONEDNN=0 asks for at::mm everywhere (to compare the two).
+inline bool onednn_allowed() {
+  const char* flag = std::getenv("RNNKIT_ONEDNN");
+  return !(flag && std::string(flag) == "0");
+}
+
+// out = a @ b (out += a @ b with accumulate), for the products over all T·B rows:
+// oneDNN in float32 where PyTorch has it, else at::mm (products.cpp).
+void matmul(Tensor& out, const Tensor& a, const Tensor& b, bool accumulate = false);
+
 // a @ w^T for a weight w (N, K) that every step multiplies by. In float32, on a
 // PyTorch built with oneDNN, the weight is packed once into oneDNN's blocked layout
 // and each step calls oneDNN's matmul (the one torch.nn.LSTM uses on the CPU): for
@@ -111,10 +121,8 @@ class StepProduct {
 
  private:
   static bool onednn_ops() {
-    // RNNKIT_ONEDNN=0 turns it off (to compare the two in benchmarks/speed.py).
     static const bool found =
-        !(std::getenv("RNNKIT_ONEDNN") && std::string(std::getenv("RNNKIT_ONEDNN")) == "0") &&
-        at::hasMKLDNN() &&
+        onednn_allowed() && at::hasMKLDNN() &&
         c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""}).has_value() &&
         c10::Dispatcher::singleton().findSchema({"mkldnn::_reorder_linear_weight", ""}).has_value();
     return found;

@@ -17,48 +17,8 @@
 
 #include "common.h"
 
-namespace at::native {
-// PyTorch's oneDNN matmul, out = beta * out + alpha * a @ b: exported by libtorch but not
-// in its installed headers, so declared weak; the library still loads without it.
-__attribute__((weak)) void mkldnn_matmul(
-    const Tensor& a, const Tensor& b, const Tensor& out, float beta, float alpha);
-}  // namespace at::native
-
 namespace rnnkit {
 namespace {
-
-// Whether float32 products can go through oneDNN: checked once against at::mm.
-bool onednn_matmul_works() {
-  static const bool works = [] {
-    if (&at::native::mkldnn_matmul == nullptr || !at::hasMKLDNN()) return false;
-    try {
-      const Tensor a = at::arange(15, at::kFloat).view({3, 5}).sin();  // no RNG draws
-      const Tensor b = at::arange(20, at::kFloat).view({5, 4}).cos();
-      Tensor out = at::ones({3, 4});
-      at::native::mkldnn_matmul(a, b, out, 1.0f, 1.0f);
-      return at::allclose(out, at::addmm(at::ones({3, 4}), a, b), 1e-5, 1e-5);
-    } catch (const std::exception&) {
-      return false;
-    }
-  }();
-  return works;
-}
-
-// out = a @ b, plus out itself with accumulate, for the products over all T·B rows (the
-// input side, the weight gradients); the per-step ones go through StepProduct. In
-// float32 oneDNN runs them about twice as fast as at::mm's BLAS, which on some CPUs
-// does not use their widest vector units, and it reads a transposed `a` in place.
-// float64 stays with at::mm.
-void matmul(Tensor& out, const Tensor& a, const Tensor& b, bool accumulate = false) {
-  if (out.scalar_type() == at::kFloat && out.numel() > 0 && a.size(1) > 0 &&
-      onednn_matmul_works()) {
-    at::native::mkldnn_matmul(a, b, out, accumulate ? 1.0f : 0.0f, 1.0f);
-  } else if (accumulate) {
-    out.addmm_(a, b);
-  } else {
-    at::mm_out(out, a, b);
-  }
-}
 
 // Calls fn(peephole, layer_norm) with both as std::integral_constant<bool, ...>.
 template <typename F>
@@ -574,19 +534,6 @@ _Pragma("omp simd")
           part(layout.ln_cb, H)};
 }
 
-// a @ b + bias for a (..., K) and b (K, N) (bias (N,) broadcast over rows): the input
-// side and its gradients, one product over all T·B rows each, through the same
-// products as the loop. The result (..., N) is a tensor of its own, not a view.
-Tensor lstm_mm(const Tensor& a_, const Tensor& b, const OptTensor& bias) {
-  const Tensor a = a_.dim() == 2 ? a_ : a_.reshape({-1, a_.size(-1)});
-  std::vector<int64_t> shape(a_.sizes().begin(), a_.sizes().end());
-  shape.back() = b.size(1);
-  Tensor out = bias ? bias->expand(shape).contiguous() : at::empty(shape, a.options());
-  Tensor out2 = out.view({a.size(0), b.size(1)});
-  matmul(out2, a, b, /*accumulate=*/bias.has_value());
-  return out;
-}
-
 }  // namespace rnnkit
 
 TORCH_LIBRARY_FRAGMENT(rnnkit_fused, m) {
@@ -603,5 +550,4 @@ TORCH_LIBRARY_FRAGMENT(rnnkit_fused, m) {
       "Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? valid, "
       "Tensor? mask, bool need_w_hh, bool need_w_hr) -> Tensor[]",
       &rnnkit::lstm_backward);
-  m.def("lstm_mm(Tensor a, Tensor b, Tensor? bias) -> Tensor", &rnnkit::lstm_mm);
 }
