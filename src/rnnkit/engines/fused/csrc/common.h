@@ -59,6 +59,14 @@ inline void with_activation(int64_t act, const F& fn) {
   }
 }
 
+// Calls fn(std::true_type{}) or fn(std::false_type{}), so an optional tensor's presence
+// is known at compile time and the inner loops carry no branch on it.
+template <typename F>
+inline void with_flag(bool flag, const F& fn) {
+  if (flag) return fn(std::true_type{});
+  return fn(std::false_type{});
+}
+
 // Runs fn(begin_row, end_row) over `rows` rows of `width` elements each, in parallel
 // only when the work is large enough that threads win over their start-up cost.
 template <typename F>

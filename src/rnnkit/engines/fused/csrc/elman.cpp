@@ -45,19 +45,25 @@ std::tuple<Tensor, Tensor, Tensor> elman_forward(
       T_* ph = h.data_ptr<T_>();
       const T_* phi = hin.data_ptr<T_>();
       with_activation(act, [&](auto Act) {
-      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+      with_flag(pal != nullptr, [&](auto leaky) {
+      // By value: the compiler then knows the pointers stay put, and vectorises.
+      for_rows(B, H, [=](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           const T_ v = pv ? pv[t * B + b] : T_(1);
           const int64_t r = b * H;
 _Pragma("omp simd")
           for (int64_t j = 0; j < H; ++j) {
             const T_ f = activate<Act()>(px[r + j] + pp[r + j]);
-            if (pf) pf[r + j] = f;                       // leaky keeps f for the backward
-            const T_ hn = pal ? pal[j] * phi[r + j] + (T_(1) - pal[j]) * f : f;
+            T_ hn = f;
+            if constexpr (leaky()) {
+              pf[r + j] = f;                             // kept for the backward
+              hn = pal[j] * phi[r + j] + (T_(1) - pal[j]) * f;
+            }
             py[r + j] = v * hn;
             ph[r + j] = v != T_(0) ? hn : ph[r + j];
           }
         }
+      });
       });
       });
     }
@@ -95,7 +101,9 @@ std::tuple<Tensor, Tensor, Tensor> elman_backward(
       T_* pk = keep.data_ptr<T_>();
       T_* pd = direct.data_ptr<T_>();
       with_activation(act, [&](auto Act) {
-      for_rows(B, H, [&](int64_t b0, int64_t b1) {
+      with_flag(pal != nullptr, [&](auto leaky) {
+      // By value: the compiler then knows the pointers stay put, and vectorises.
+      for_rows(B, H, [=](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           const T_ v = pv ? pv[t * B + b] : T_(1);
           const int64_t r = b * H;
@@ -104,12 +112,17 @@ _Pragma("omp simd")
             const T_ g = pdh[r + j] + v * pdy[r + j];
             const T_ dhn = v * g;                        // into this step's new state
             pk[r + j] = g - dhn;                         // passes a padded step unchanged
-            const T_ df = pal ? dhn * (T_(1) - pal[j]) : dhn;
-            pda[r + j] = df * activate_grad<Act()>(pf[r + j]);
-            pd[r + j] = pal ? dhn * pal[j] : T_(0);
-            if (pdhn) pdhn[r + j] = dhn;
+            if constexpr (leaky()) {
+              pda[r + j] = dhn * (T_(1) - pal[j]) * activate_grad<Act()>(pf[r + j]);
+              pd[r + j] = dhn * pal[j];
+              pdhn[r + j] = dhn;
+            } else {
+              pda[r + j] = dhn * activate_grad<Act()>(pf[r + j]);
+              pd[r + j] = T_(0);
+            }
           }
         }
+      });
       });
       });
       const Tensor prod = product(da[t], prod_buf);      // (B, H): d hin through the product

@@ -47,14 +47,6 @@ void add_masked(Tensor& dh, const Tensor& prod, const T_* pm) {
   for (int64_t k = 0; k < n; ++k) pdh[k] += pm[k] * pp[k];
 }
 
-// Calls fn(std::true_type{}) or fn(std::false_type{}), so an optional tensor's presence
-// is known at compile time and the inner loops carry no branch on it.
-template <typename F>
-inline void with_flag(bool flag, const F& fn) {
-  if (flag) return fn(std::true_type{});
-  return fn(std::false_type{});
-}
-
 }  // namespace
 
 // reset="after". Returns y (T, B, H), gates (T, B, 4H) holding [r, z, n, gh_n] per row
