@@ -54,7 +54,7 @@ def test_tiny_run_writes_medians_flops_and_table(tmp_path, capsys, no_fused):
             assert row["saved_bytes"] > 0
         assert r["impls"]["torch.nn"]["ratio"] == pytest.approx(1.0)
         assert r["peak"]["gflops"] > 0 and len(r["peak"]["seconds"]) == 1
-        assert f"| {r['cell']} T=3 B=2 I=4 H=8 | peak matmul (32²) |" in printed
+        assert f"| {r['cell']} T=3 B=2 I=4 H=8 | peak matmul (32², torch.mm) |" in printed
     assert "wrote" in printed and "targets" not in printed  # not the target config
 
 
