@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from rnnkit import ElmanCell, JordanCell, LeakyCell, Recurrent
+from rnnkit import ElmanCell, GRUCell, JordanCell, LeakyCell, LSTMCell, Recurrent
 from rnnkit.engines import ENGINES, Unroll
 from rnnkit.engines.fused import build
 
@@ -183,3 +183,27 @@ def test_checkpoint_saves_memory_on_long_sequences():
     output_kib = 3000 * 32 * 256 * 4 // 1024
     assert plain > 4 * output_kib
     assert kept < plain / 2
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ElmanCell(N_IN, H, dtype=D),
+        lambda: LSTMCell(N_IN, H, dtype=D),
+        lambda: GRUCell(N_IN, H, dtype=D),
+        lambda: GRUCell(N_IN, H, reset="before", dtype=D),
+    ],
+    ids=["elman", "lstm", "gru", "gru_before"],
+)
+def test_one_row_leaves_the_parameters_alone(make):
+    # T = B = 1: the input side is a single row, where a product into an expanded bias
+    # would write into the bias itself.
+    torch.manual_seed(6)
+    cell = make()
+    before = {n: p.detach().clone() for n, p in cell.named_parameters()}
+    x = torch.randn(1, 1, N_IN, dtype=D)
+    outs = [Recurrent(cell, engine="fused")(x)[0] for _ in range(2)]
+    for name, p in cell.named_parameters():
+        assert torch.equal(p, before[name]), name
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+    torch.testing.assert_close(outs[0], Recurrent(cell, engine="loop")(x)[0], rtol=0, atol=1e-12)

@@ -60,7 +60,10 @@ Tensor mm_op(const Tensor& a_, const Tensor& b, const OptTensor& bias) {
   const Tensor a = a_.dim() == 2 ? a_ : a_.reshape({-1, a_.size(-1)});
   std::vector<int64_t> shape(a_.sizes().begin(), a_.sizes().end());
   shape.back() = b.size(1);
-  Tensor out = bias ? bias->expand(shape).contiguous() : at::empty(shape, a.options());
+  // A fresh tensor even for one row: expand(...).contiguous() of a single row would
+  // hand back the bias itself, and the product would accumulate into it.
+  Tensor out = at::empty(shape, a.options());
+  if (bias) out.copy_(bias->expand(shape));
   Tensor out2 = out.view({a.size(0), b.size(1)});
   matmul(out2, a, b, /*accumulate=*/bias.has_value());
   return out;
