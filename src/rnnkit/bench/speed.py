@@ -41,7 +41,9 @@ unique storages saved (weights included); on CUDA also the peak of
 ``torch.cuda.max_memory_allocated`` over one step.
 
 The JSON (``--out``) keeps every raw repeat, the medians, flops, machine information,
-the peak and the one-time build cost of the fused kernels: with ``--cold-build``
+the peak and the one-time build cost of the fused kernels; it is rewritten after each
+configuration (``"complete": false`` until the last), so a long grid that is stopped
+keeps what it measured. The build cost: with ``--cold-build``
 ``rnnkit.engines.fused.build.load()`` runs in a subprocess with a fresh, empty
 ``RNNKIT_CACHE_DIR`` (a full compile); otherwise the time of the first load in this
 process is recorded (fast when the library is already cached).
@@ -53,6 +55,7 @@ process is recorded (fast when the library is already cached).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -660,12 +663,40 @@ def run(args) -> int:
     print(f"peak: {peak['gflops']:.1f} GFLOP/s ({args.peak_size}² {args.dtype} {matmul.via})",
           file=sys.stderr)  # fmt: skip
     results = []
+
+    def report(complete: bool) -> dict:
+        return {
+            "benchmark": "speed",
+            "complete": complete,
+            "settings": {
+                "grid": args.grid,
+                "cells": args.cells,
+                "impls": args.engines,
+                "dtype": args.dtype,
+                "device": args.device,
+                "repeats": args.repeats,
+                "warmup_steps": WARMUP_STEPS,
+                "min_time_s": args.min_time,
+                "loss": "y.sum()",
+                "input_requires_grad": True,
+            },
+            "flop_model": "step = 3 * forward; forward = 2*T*B*G*(I+R), G = gate rows, R = H",
+            "machine": machine_info(device),
+            "peak": peak,
+            "fused_build": build,
+            "results": results,
+            "targets": targets(results),
+        }
+
     for i, config in enumerate(configs, 1):
         result = measure_config(
             config, args.engines, device, dtype, args.repeats, args.min_time, matmul
         )
         results.append(result)
         progress(i, len(configs), result)
+        gc.collect()  # the models and graphs of this configuration, before the next
+        if i < len(configs):  # a long grid keeps what it has measured if stopped
+            atomic_write_text(args.out, json.dumps(report(False), indent=2) + "\n")
     goals = targets(results)
 
     threads = torch.get_num_threads()
@@ -686,28 +717,7 @@ def run(args) -> int:
             + (f"{secs:.2f} s" if secs is not None else "n/a")
             + (f" (failed: {build['error']})" if build.get("error") else "")
         )
-    report = {
-        "benchmark": "speed",
-        "settings": {
-            "grid": args.grid,
-            "cells": args.cells,
-            "impls": args.engines,
-            "dtype": args.dtype,
-            "device": args.device,
-            "repeats": args.repeats,
-            "warmup_steps": WARMUP_STEPS,
-            "min_time_s": args.min_time,
-            "loss": "y.sum()",
-            "input_requires_grad": True,
-        },
-        "flop_model": "step = 3 * forward; forward = 2*T*B*G*(I+R), G = gate rows, R = H",
-        "machine": machine_info(device),
-        "peak": peak,
-        "fused_build": build,
-        "results": results,
-        "targets": goals,
-    }
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(report(True), indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0
 

@@ -39,7 +39,10 @@ class ElmanFunction(torch.autograd.Function):
     def backward(ctx, dy, dh_last):
         y, f, h0, w_hh, alpha, valid, mask = ctx.saved_tensors
         ops = torch.ops.rnnkit_fused
-        da, dh0, dhn = ops.elman_backward(dy, dh_last, y, f, w_hh, alpha, ctx.act, valid, mask)
+        need_dalpha = ctx.needs_input_grad[3]
+        da, dh0, dhn = ops.elman_backward(
+            dy, dh_last, y, f, w_hh, alpha, ctx.act, valid, mask, need_dalpha
+        )
         # The state each step read: h0, then the previous output (equal to the carried
         # state wherever the step is inside its sequence; elsewhere da is zero).
         hin = torch.cat([h0[None], y[:-1]])  # (T, B, H)
@@ -48,7 +51,7 @@ class ElmanFunction(torch.autograd.Function):
         dw_hh = dalpha = None
         if ctx.needs_input_grad[2]:
             dw_hh = mm(da.flatten(0, 1).T, hin.flatten(0, 1))  # (H, H)
-        if ctx.needs_input_grad[3]:
+        if need_dalpha:
             dalpha = (dhn * (hin - f)).sum((0, 1))  # (H,)
         return da, dh0, dw_hh, dalpha, None, None, None
 

@@ -71,18 +71,18 @@ _Pragma("omp simd")
   return {y, f_all, h};
 }
 
-// Returns da (T, B, H) (the gradient of xp and of the product), dh0 (B, H), and for
-// the leaky cell dhn (T, B, H), the gradient reaching each new state (for d alpha).
+// Returns da (T, B, H) (the gradient of xp and of the product), dh0 (B, H), and with
+// need_dalpha dhn (T, B, H), the gradient reaching each new state (for d alpha).
 std::tuple<Tensor, Tensor, Tensor> elman_backward(
     const Tensor& dy_, const Tensor& dhT, const Tensor& y_, const OptTensor& f_all_,
     const Tensor& w_hh_, const OptTensor& alpha_, int64_t act, const OptTensor& valid_,
-    const OptTensor& mask_) {
+    const OptTensor& mask_, bool need_dalpha) {
   const Tensor dy = dy_.contiguous(), y = y_.contiguous(), w_hh = w_hh_.contiguous();
   const OptTensor f_all = contiguous(f_all_), alpha = contiguous(alpha_);
   const OptTensor valid = contiguous(valid_), mask = contiguous(mask_);
   const int64_t T = y.size(0), B = y.size(1), H = y.size(2);
   Tensor da = at::empty_like(y);
-  Tensor dhn_all = alpha ? at::empty_like(y) : Tensor();
+  Tensor dhn_all = alpha && need_dalpha ? at::empty_like(y) : Tensor();
   Tensor dh = dhT.contiguous().clone();                  // gradient carried to h_{t-1}
   Tensor keep = at::empty_like(dh), direct = at::empty_like(dh), prod_buf = at::empty_like(dh);
   const StepProduct product(w_hh.t(), B);                // da @ w_hh
@@ -96,7 +96,7 @@ std::tuple<Tensor, Tensor, Tensor> elman_backward(
       const T_* pdy = dy[t].data_ptr<T_>();
       const T_* pf = alpha ? (*f_all)[t].data_ptr<T_>() : y[t].data_ptr<T_>();
       T_* pda = da[t].data_ptr<T_>();
-      T_* pdhn = alpha ? dhn_all[t].data_ptr<T_>() : nullptr;
+      T_* pdhn = dhn_all.defined() ? dhn_all[t].data_ptr<T_>() : nullptr;
       T_* pdh = dh.data_ptr<T_>();
       T_* pk = keep.data_ptr<T_>();
       T_* pd = direct.data_ptr<T_>();
@@ -115,7 +115,7 @@ _Pragma("omp simd")
             if constexpr (leaky()) {
               pda[r + j] = dhn * (T_(1) - pal[j]) * activate_grad<Act()>(pf[r + j]);
               pd[r + j] = dhn * pal[j];
-              pdhn[r + j] = dhn;
+              if (pdhn) pdhn[r + j] = dhn;               // only for a learned alpha
             } else {
               pda[r + j] = dhn * activate_grad<Act()>(pf[r + j]);
               pd[r + j] = T_(0);
@@ -145,6 +145,6 @@ TORCH_LIBRARY_FRAGMENT(rnnkit_fused, m) {
       &rnnkit::elman_forward);
   m.def(
       "elman_backward(Tensor dy, Tensor dhT, Tensor y, Tensor? f, Tensor w_hh, Tensor? alpha, "
-      "int act, Tensor? valid, Tensor? mask) -> (Tensor, Tensor, Tensor)",
+      "int act, Tensor? valid, Tensor? mask, bool need_dalpha) -> (Tensor, Tensor, Tensor)",
       &rnnkit::elman_backward);
 }
