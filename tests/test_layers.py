@@ -223,7 +223,7 @@ def test_auto_picks_the_fastest_engine_that_applies():
     torch.manual_seed(0)
     x = torch.randn(4, 2, 3, dtype=D)
     expected = [
-        (LSTMCell(3, 4, dtype=D), "fused"),
+        (LSTMCell(3, 4, dtype=D), "native"),  # a small batch: torch's LSTM kernel
         (ElmanCell(3, 4, dtype=D), "fused"),
         (GRUCell(3, 4, dtype=D), "fused"),
         (GRUCell(3, 4, reset="before", dtype=D), "fused"),
@@ -235,6 +235,11 @@ def test_auto_picks_the_fastest_engine_that_applies():
         y_auto, _ = Recurrent(cell)(x)
         y_named, _ = Recurrent(cell, engine=name)(x)
         assert torch.equal(y_auto, y_named)
+    lstm = LSTMCell(3, 4, dtype=D)
+    small = Unroll(x[:, :1], lstm.init_state(1))  # one sequence: torch's LSTM kernel
+    assert select_engine("auto", lstm, small).name == "native"
+    big = torch.zeros(4, 16, 3, dtype=D)
+    assert select_engine("auto", lstm, Unroll(big, lstm.init_state(16))).name == "fused"
     half = LSTMCell(3, 4, dtype=torch.bfloat16)  # fused takes float32 and float64
     assert select_engine("auto", half, Unroll(x.bfloat16(), half.init_state(2))).name == "native"
 
