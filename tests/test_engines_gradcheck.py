@@ -47,6 +47,7 @@ def test_engine_gradcheck(engine, name, reverse):
     assert gradcheck_module(layer, run, x, *state)
 
 
+@pytest.mark.fused
 def test_every_engine_has_cases():
     covered = {engine for engine, _ in (p.values for p in cases())}
     assert covered == set(ENGINES)

@@ -102,6 +102,7 @@ def test_recurrent_matches_hand_loop(kind, engine, reverse, batch_first, given_s
 # ------------------------------------------------------- lengths vs sequences run alone
 
 
+@pytest.mark.fused
 @settings(max_examples=40, deadline=None)
 @given(
     B=st.integers(1, 4),
@@ -186,6 +187,7 @@ UNSUPPORTED = {
 }
 
 
+@pytest.mark.fused
 @pytest.mark.parametrize("config", list(UNSUPPORTED))
 def test_native_refuses_unsupported_cells(config):
     make, name = UNSUPPORTED[config]
@@ -219,6 +221,7 @@ def test_native_refuses_state_dropout_and_teacher():
         select_engine("native", cell, unroll)
 
 
+@pytest.mark.fused
 def test_auto_picks_the_fastest_engine_that_applies():
     torch.manual_seed(0)
     x = torch.randn(4, 2, 3, dtype=D)

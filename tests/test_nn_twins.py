@@ -334,6 +334,7 @@ def test_proj_size_on_gru():
 # ---------------------------------------------------------------------------- extras
 
 
+@pytest.mark.fused
 def test_peephole_under_auto_matches_the_loop():
     torch.manual_seed(0)
     auto = rnnkit.nn.LSTM(IN, H, num_layers=2, bidirectional=True, dtype=D, peephole=True)
