@@ -80,6 +80,28 @@ inline void for_rows(int64_t rows, int64_t width, const F& fn) {
   }
 }
 
+// hin = h * mask into `out` (B, H), or h itself without a mask.
+template <typename T_>
+Tensor masked_state(const Tensor& h, const T_* pm, Tensor& out) {
+  if (!pm) return h;
+  const T_* ph = h.data_ptr<T_>();
+  T_* po = out.data_ptr<T_>();
+  const int64_t n = out.numel();
+  _Pragma("omp simd")
+  for (int64_t k = 0; k < n; ++k) po[k] = ph[k] * pm[k];
+  return out;
+}
+
+// dh += mask * prod, the masked gradient through the step's product (a mask is given).
+template <typename T_>
+void add_masked(Tensor& dh, const Tensor& prod, const T_* pm) {
+  T_* pdh = dh.data_ptr<T_>();
+  const T_* pp = prod.data_ptr<T_>();
+  const int64_t n = dh.numel();
+  _Pragma("omp simd")
+  for (int64_t k = 0; k < n; ++k) pdh[k] += pm[k] * pp[k];
+}
+
 // Pointer to row t of a (T, ...) tensor's data, or nullptr for an absent tensor.
 template <typename T>
 inline const T* maybe_ptr(const OptTensor& t) {

@@ -32,11 +32,7 @@ std::tuple<Tensor, Tensor, Tensor> elman_forward(
     const T_* pv = maybe_ptr<T_>(valid);
     const T_* pal = maybe_ptr<T_>(alpha);
     for (int64_t t = 0; t < T; ++t) {
-      if (pm) {
-        T_* hi = hin.data_ptr<T_>();
-        const T_* hp = h.data_ptr<T_>();
-        for (int64_t k = 0; k < B * H; ++k) hi[k] = hp[k] * pm[k];
-      }
+      masked_state<T_>(h, pm, hin);                     // hin is h itself without a mask
       const Tensor prod = product(hin, prod_buf);        // (B, H)
       const T_* pp = prod.data_ptr<T_>();
       const T_* px = xp[t].data_ptr<T_>();

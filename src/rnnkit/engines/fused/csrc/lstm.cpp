@@ -498,9 +498,11 @@ _Pragma("omp simd")
       });
       // d hin through the product, into the carried dh (zero rows outside sequences).
       const Tensor p = hh_t(dghh[t % chunk], prod);
-      const T_* pp = p.data_ptr<T_>();
-_Pragma("omp simd")
-      for (int64_t k = 0; k < B * R; ++k) pdh[k] += pm ? pp[k] * pm[k] : pp[k];
+      if (pm) {
+        add_masked<T_>(dh, p, pm);
+      } else {
+        dh.add_(p);
+      }
       if (ln && need_w_hh && t % chunk == 0) {  // steps t .. t + n - 1 are in the buffer
         const int64_t n = std::min(chunk, T - t);
         matmul(dw_hh, dghh.narrow(0, 0, n).view({n * B, G}).t(),
