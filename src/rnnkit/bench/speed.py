@@ -646,6 +646,7 @@ def check_args(args) -> None:
     parent = next((p for p in out.absolute().parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise ValueError(f"--out {out}: {parent} is a file, not a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)  # fails now, not after a long run
 
 
 def run(args) -> int:
