@@ -7,10 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.engines import check_engine
-from rnnkit.layers import Recurrent, Stacked
-from rnnkit.layers.regularizers import check_probability, variational_dropout
-from rnnkit.models.builder import CELL_KINDS, build_cell
+from rnnkit.layers.regularizers import variational_dropout
+from rnnkit.models.builder import build_stack, check_stack_settings
 from rnnkit.settings import JSONSettings
 
 
@@ -37,10 +35,12 @@ class LMConfig(JSONSettings):
                 "a language model predicts each token from the ones before it, so it cannot "
                 "be bidirectional; drop bidirectional"
             )
-        for name in ("vocab_size", "hidden_size", "num_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if (
+            not isinstance(self.vocab_size, int)
+            or isinstance(self.vocab_size, bool)
+            or (self.vocab_size < 1)
+        ):
+            raise ValueError(f"vocab_size must be a positive integer, got {self.vocab_size!r}")
         if self.embedding_size is not None and (
             not isinstance(self.embedding_size, int) or self.embedding_size < 1
         ):
@@ -48,20 +48,15 @@ class LMConfig(JSONSettings):
                 f"embedding_size must be a positive integer or None (one-hot), "
                 f"got {self.embedding_size!r}"
             )
-        if self.cell not in CELL_KINDS:
-            raise ValueError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELL_KINDS)}")
-        if self.layer_norm and self.cell != "lstm":
-            raise ValueError(f"layer_norm is available for cell='lstm' only, not {self.cell!r}")
-        if self.engine == "native" and (
-            self.cell == "leaky" or self.layer_norm or self.state_dropout
-        ):
-            raise ValueError(
-                "engine='native' runs plain lstm / gru / rnn / irnn cells without "
-                "layer_norm or state_dropout; use engine='auto'"
-            )
-        check_probability("dropout", self.dropout)
-        check_probability("state_dropout", self.state_dropout)
-        check_engine(self.engine)
+        check_stack_settings(
+            kind=self.cell,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            state_dropout=self.state_dropout,
+            layer_norm=self.layer_norm,
+            engine=self.engine,
+        )
 
 
 class LanguageModel(nn.Module):
@@ -86,18 +81,16 @@ class LanguageModel(nn.Module):
         else:
             self.embedding = nn.Embedding(V, config.embedding_size)
             width = config.embedding_size
-        layers = []
-        for k in range(config.num_layers):
-            cell = build_cell(config.cell, width if k == 0 else H, H, layer_norm=config.layer_norm)
-            layers.append(
-                Recurrent(
-                    cell,
-                    engine=config.engine,
-                    input_dropout=config.dropout if k == 0 else 0.0,
-                    state_dropout=config.state_dropout,
-                )
-            )
-        self.rnn = Stacked(layers, dropout=config.dropout, variational=True)
+        self.rnn = build_stack(
+            config.cell,
+            width,
+            H,
+            config.num_layers,
+            dropout=config.dropout,
+            state_dropout=config.state_dropout,
+            layer_norm=config.layer_norm,
+            engine=config.engine,
+        )
         self.output_dropout = config.dropout
         self.head = nn.Linear(self.rnn.output_size, V)
 

@@ -21,40 +21,67 @@ COLUMNS = (
     "elapsed",  # seconds of training, summed over resumed sessions
     "bad_steps",  # bad (skipped) steps so far
 )
-SCALARS = ("loss", "bits", "grad_norm", "lr", "tokens_per_s", "val_loss")
+SCALARS = ("loss", "bits", "grad_norm", "lr", "tokens_per_s", "examples_per_s")
 
 
 class MetricsLog:
     """Appends one row per log to ``run_dir/metrics.csv``, flushed at once.
+
+    ``columns`` are the header (default: the language-model trainer's ``COLUMNS``).
+    A row with a key the header lacks (a validation metric first seen at the first
+    evaluation) widens the header: the file is rewritten, atomically, with the new
+    column empty in the earlier rows.
 
     ``resume_step``: keep the rows up to that step and drop the later ones (written
     after the checkpoint a resumed run restarts from), so the file matches the run's
     history. None starts a fresh file.
     """
 
-    def __init__(self, run_dir: Path, *, resume_step: int | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        resume_step: int | None = None,
+        columns: tuple[str, ...] = COLUMNS,
+    ) -> None:
         self.path = Path(run_dir) / "metrics.csv"
+        self.columns = list(columns)
         kept = [] if resume_step is None else _rows_up_to(self.path, resume_step)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, COLUMNS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(kept)
-        atomic_write_text(self.path, buffer.getvalue())
-        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
-        self._writer = csv.DictWriter(
-            self._file, COLUMNS, extrasaction="ignore", lineterminator="\n"
-        )
+        for row in kept:  # a resumed log keeps the columns it had grown
+            self.columns += [k for k in row if k not in self.columns]
+        self._file = None
+        self._rewrite(kept)
         self._tensorboard = _summary_writer(
             Path(run_dir) / "tensorboard", None if resume_step is None else resume_step + 1
         )
 
+    def _rewrite(self, rows: list[dict]) -> None:
+        """Write the header and ``rows`` atomically, then reopen the file for appending."""
+        if self._file is not None:
+            self._file.close()
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, self.columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, buffer.getvalue())
+        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self._writer = csv.DictWriter(
+            self._file, self.columns, extrasaction="ignore", lineterminator="\n"
+        )
+
     def write(self, row: dict) -> None:
-        self._writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+        new = [k for k in row if k not in self.columns]
+        if new:
+            self.columns += new
+            self._file.close()
+            with open(self.path, newline="", encoding="utf-8") as f:
+                self._rewrite(list(csv.DictReader(f)))
+        self._writer.writerow({k: "" if row.get(k) is None else row[k] for k in self.columns})
         self._file.flush()
         if self._tensorboard is not None:
-            for name in SCALARS:
-                value = row.get(name)
-                if value is not None and math.isfinite(value):
+            for name, value in row.items():
+                scalar = name in SCALARS or name.startswith("val_")
+                if scalar and isinstance(value, (int, float)) and math.isfinite(value):
                     self._tensorboard.add_scalar(name, value, row["step"])
             self._tensorboard.flush()
 

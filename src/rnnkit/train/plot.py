@@ -9,8 +9,8 @@ from pathlib import Path
 from rnnkit.atomic import atomic_write_bytes
 
 
-def plot_losses(history: list[dict], path: Path) -> None:
-    """Training and validation loss (nats per token) against step, as a PNG at ``path``."""
+def plot_losses(history: list[dict], path: Path, ylabel: str = "loss") -> None:
+    """Training and validation loss against step, as a PNG at ``path``."""
     # Figure + the Agg canvas directly: pyplot would switch the whole process's backend.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -25,7 +25,7 @@ def plot_losses(history: list[dict], path: Path) -> None:
     if val:
         ax.plot(*zip(*val, strict=True), "o-", label="validation", linewidth=1.2, markersize=3)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per token)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if train or val:
         ax.legend()

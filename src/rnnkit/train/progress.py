@@ -1,4 +1,4 @@
-"""The training progress bar: step/total, loss, bits per token, tokens/s, ETA."""
+"""The training progress bar: step/total, the trainer's figures (loss, speed), ETA."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ class TrainProgress:
         if self._progress is not None:
             self._progress.stop()
 
-    def update(self, step: int, loss: float, bits: float, tokens_per_s: float) -> None:
+    def update(self, step: int, stats: str) -> None:
+        """Move the bar to ``step`` and show ``stats`` (e.g. "loss 1.23 · 4,567 tok/s")."""
         if self._progress is None:
             return
-        stats = f"loss {loss:.4f} · {bits:.3f} bits/token · {tokens_per_s:,.0f} tok/s"
         self._progress.update(self._task, completed=step, stats=stats)

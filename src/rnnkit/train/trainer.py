@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -23,6 +19,7 @@ from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.evaluate import evaluate_stream
 from rnnkit.train.guard import LossGuard, Snapshot
+from rnnkit.train.loop import all_finite, catch_interrupt, smoothed
 from rnnkit.train.metrics import MetricsLog
 from rnnkit.train.optim import (
     build_optimizer,
@@ -87,8 +84,6 @@ class _Progress:
 
 # Steps timed before a time-budget run fixes the horizon its lr decays over.
 BUDGET_CALIBRATION_STEPS = 20
-# Weight of the newest step in the progress bar's moving averages of loss and speed.
-DISPLAY_SMOOTHING = 0.1
 
 
 class Trainer:
@@ -211,7 +206,7 @@ class Trainer:
                     total=self.horizon,
                     done=self.state.step,
                 ) as bar,
-                self._catch_interrupt(),
+                catch_interrupt(lambda: self._interrupted, self._set_interrupted),
             ):
                 first_step = self.state.step
                 while (reason := self._stop_reason()) is None:
@@ -219,14 +214,15 @@ class Trainer:
                     self._fit_schedule_to_budget(self.state.step - first_step)
                     self._after_step(metrics)
                     loss, speed = self._display
-                    bar.update(self.state.step, loss, loss / LN2, speed)
+                    stats = f"loss {loss:.4f} · {loss / LN2:.3f} bits/token · {speed:,.0f} tok/s"
+                    bar.update(self.state.step, stats)
         finally:
             metrics.close()
         if reason == "interrupted":
             self.console.print(f"step {self.state.step}: interrupted; saving and stopping")
         if self._saved_step != self.state.step:
             self._save("last")
-        plot_losses(self.state.history, self.run_dir / "loss.png")
+        plot_losses(self.state.history, self.run_dir / "loss.png", "loss (nats per token)")
         self._report_end(reason)
         return TrainResult(
             step=self.state.step,
@@ -326,7 +322,7 @@ class Trainer:
         # The bar shows moving averages: one step's figures jump with the system's load.
         speed = x.numel() / seconds if seconds > 0 else math.nan
         self._display = tuple(
-            _smoothed(old, new) for old, new in zip(self._display, (loss_value, speed), strict=True)
+            smoothed(old, new) for old, new in zip(self._display, (loss_value, speed), strict=True)
         )
 
     def _after_step(self, metrics: MetricsLog) -> None:
@@ -352,7 +348,7 @@ class Trainer:
         # "last" first: a run directory never has best.json without last.json.
         if st.step % cfg.checkpoint_interval == 0 or (improved and self._saved_step is None):
             self._save("last")
-            if st.bad_in_row == 0 and _all_finite(self.model):
+            if st.bad_in_row == 0 and all_finite(self.model):
                 self._snapshot = Snapshot.take(st.step, self.model, self.optimizer)
         if improved:
             self._save("best")
@@ -475,6 +471,9 @@ class Trainer:
     def _session_seconds(self) -> float:
         return time.monotonic() - self._session_start
 
+    def _set_interrupted(self) -> None:
+        self._interrupted = True
+
     def _elapsed(self) -> float:
         return self.state.elapsed + self._session_seconds()
 
@@ -484,33 +483,6 @@ class Trainer:
         if best is not None:
             text += f"; best val loss {best:.4f} nats, {best / LN2:.4f} bits per token"
         self.console.print(text)
-
-    @contextmanager
-    def _catch_interrupt(self) -> Iterator[None]:
-        """First Ctrl-C: finish the step, save, stop. Second: abort at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._interrupted:
-                raise KeyboardInterrupt
-            self._interrupted = True  # only a flag: printing here could tangle the bar
-
-        previous = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-
-
-def _smoothed(old: float, new: float) -> float:
-    """Exponential moving average that starts at, and skips over, non-finite values."""
-    if not math.isfinite(new):
-        return old
-    if not math.isfinite(old):
-        return new
-    return (1 - DISPLAY_SMOOTHING) * old + DISPLAY_SMOOTHING * new
 
 
 def _tree(state, fn: Callable[[Tensor], Tensor]):
@@ -530,7 +502,3 @@ def _batch_of(state) -> int:
     while not isinstance(state, Tensor):
         state = state[0]
     return state.shape[0]
-
-
-def _all_finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
