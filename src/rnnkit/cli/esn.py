@@ -98,7 +98,7 @@ def add_fit_parser(sub) -> None:
 
 
 def fit_command(args) -> int:
-    from rnnkit.cli.csv_columns import read_columns
+    from rnnkit.data.columns import read_columns
     from rnnkit.reservoir import nrmse
     from rnnkit.reservoir.plot import plot_predictions
 
@@ -246,7 +246,7 @@ def load_esn_run(run_dir: str | Path):
 
 
 def predict_command(args) -> int:
-    from rnnkit.cli.csv_columns import read_columns, write_columns
+    from rnnkit.data.columns import read_columns, write_columns
 
     model, record = load_esn_run(args.run_dir)
     inputs, target, h = record["inputs"], record["target"], record["horizon"]

@@ -80,16 +80,22 @@ def add_train_parser(sub) -> None:
     p.set_defaults(run=train_command)
 
 
-def add_run_options(p) -> None:
-    """The options every training command shares (see the command-line conventions)."""
+def add_run_options(
+    p, *, default_out: str = DEFAULT_RUN, default_epochs: str = str(DEFAULT_EPOCHS)
+) -> None:
+    """The options every training command shares (see the command-line conventions).
+
+    ``default_out`` is the job's run directory; ``default_epochs`` says in the help
+    what the job does when no stopping rule is given.
+    """
     g = p.add_argument_group("run")
-    g.add_argument("--out", default=DEFAULT_RUN, help=f"run directory (default {DEFAULT_RUN})")
+    g.add_argument("--out", default=default_out, help=f"run directory (default {default_out})")
     g.add_argument("--config", help="TOML file with [data], [model] and [train] tables")
     g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     g.add_argument(
         "--epochs",
         type=int,
-        help=f"stop after this many passes over the data (default {DEFAULT_EPOCHS} "
+        help=f"stop after this many passes over the data (default {default_epochs} "
         "when no stopping rule is given)",
     )
     g.add_argument("--time-budget", type=float, help="stop after this many seconds")

@@ -1,4 +1,4 @@
-"""Numeric columns of a CSV file, read with the standard library, and predictions written back.
+"""Numeric columns of a CSV file, read with the standard library, and results written back.
 
 The first row is the header. Only the columns asked for are parsed, so other
 columns may hold anything (dates, labels).
@@ -13,26 +13,25 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.atomic import atomic_open_text
-from rnnkit.cli.errors import UsageError
 
 
 def read_columns(path: str | Path, names: list[str]) -> dict[str, np.ndarray]:
     """``{name: float64 array}`` for each named column of the CSV file at ``path``."""
     path = Path(path)
     if not path.exists():
-        raise UsageError(f"no such CSV file: {path}")
+        raise ValueError(f"no such CSV file: {path}")
     if not path.is_file():
-        raise UsageError(f"{path} is not a file; give a CSV file")
+        raise ValueError(f"{path} is not a file; give a CSV file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
             rows = csv.reader(f)
             header = next(rows, None)
             if header is None:
-                raise UsageError(f"{path} is empty; it needs a header row and data rows")
+                raise ValueError(f"{path} is empty; it needs a header row and data rows")
             header = [h.strip() for h in header]
             missing = [n for n in names if n not in header]
             if missing:
-                raise UsageError(
+                raise ValueError(
                     f"{path} has no column {missing[0]!r}; its columns are: {', '.join(header)}"
                 )
             where = {n: header.index(n) for n in names}
@@ -40,12 +39,17 @@ def read_columns(path: str | Path, names: list[str]) -> dict[str, np.ndarray]:
             for line, row in enumerate(rows, start=2):
                 if not any(cell.strip() for cell in row):
                     continue  # blank lines (a trailing newline too) are not data
+                if len(row) < len(header):  # its values would sit under the wrong names
+                    raise ValueError(
+                        f"{path} line {line} has {len(row)} fields but the header has "
+                        f"{len(header)}; give every row a value per column"
+                    )
                 for name, col in where.items():
                     values[name].append(_number(row, col, name, path, line))
     except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text; save the CSV as UTF-8") from None
+        raise ValueError(f"{path} is not UTF-8 text; save the CSV as UTF-8") from None
     except csv.Error as err:
-        raise UsageError(f"{path} is not valid CSV: {err}") from None
+        raise ValueError(f"{path} is not valid CSV: {err}") from None
     return {n: np.asarray(v, dtype=np.float64) for n, v in values.items()}
 
 
@@ -55,9 +59,9 @@ def _number(row: list[str], col: int, name: str, path: Path, line: int) -> float
         value = float(cell)
     except ValueError:
         shown = repr(cell) if cell else "an empty cell"
-        raise UsageError(f"{path} line {line}, column {name!r}: {shown} is not a number") from None
+        raise ValueError(f"{path} line {line}, column {name!r}: {shown} is not a number") from None
     if not math.isfinite(value):
-        raise UsageError(f"{path} line {line}, column {name!r}: {cell!r} is not a finite number")
+        raise ValueError(f"{path} line {line}, column {name!r}: {cell!r} is not a finite number")
     return value
 
 
