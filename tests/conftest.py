@@ -1,8 +1,13 @@
-"""Tests that need the fused engine's C++ kernels skip where they cannot be built."""
+"""Shared test set-up.
+
+Tests that need the fused engine's C++ kernels skip where they cannot be built;
+``one_thread`` runs a module's small models on one thread.
+"""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 
 def pytest_collection_modifyitems(config, items):
@@ -17,3 +22,12 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=f"fused engine unavailable: {reason}")
     for item in needs:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def one_thread():
+    """Small models run faster on one thread than on two; the caller's count is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

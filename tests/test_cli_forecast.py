@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from rnnkit.cli.main import main
 from rnnkit.data.series import load_example
@@ -18,13 +17,7 @@ from rnnkit.train import load_checkpoint
 TINY = ["--hidden-size", "16", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models: one thread each (the caller's count restored)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def seasonal_rows(n: int = 240, seed: int = 0) -> np.ndarray:

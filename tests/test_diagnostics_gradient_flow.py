@@ -22,7 +22,7 @@ from rnnkit.diagnostics import gradient_flow, recurrent_spectrum
 from rnnkit.layers import Bidirectional, Recurrent, Stacked
 from rnnkit.models import LanguageModel, LMConfig
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 F = nn.functional
 EPS = 1e-6  # central differences in float64
 

@@ -12,14 +12,7 @@ import torch
 from rnnkit.data.windows import Scaler, make_windows
 from rnnkit.models.forecaster import Forecaster, ForecasterConfig, gaussian_nll
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tests are small: one thread each, and the caller's count restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model(seed=0, **settings) -> Forecaster:

@@ -1,7 +1,10 @@
 """rnnkit: recurrent neural networks on PyTorch.
 
 Cells compute one step, layers run them over sequences, engines decide how, and
-``rnnkit.nn`` offers drop-in twins of ``torch.nn.RNN`` / ``LSTM`` / ``GRU``.
+``rnnkit.nn`` offers drop-in twins of ``torch.nn.RNN`` / ``LSTM`` / ``GRU``. Task
+models (``LanguageModel``, ``SequenceClassifier``, ``Forecaster``) live in
+``rnnkit.models``, their trainers in ``rnnkit.train``, echo state networks in
+``rnnkit.reservoir``, gradient and hidden-unit views in ``rnnkit.diagnostics``.
 """
 
 from rnnkit import nn
@@ -18,6 +21,7 @@ from rnnkit.cells import (
 )
 from rnnkit.engines import AUTO_ORDER, ENGINES
 from rnnkit.layers import Bidirectional, Recurrent, Stacked
+from rnnkit.models import Forecaster, LanguageModel, SequenceClassifier
 
 __version__ = "0.1.0"
 
@@ -27,12 +31,15 @@ __all__ = [
     "Bidirectional",
     "ClockworkCell",
     "ElmanCell",
+    "Forecaster",
     "GRUCell",
     "JordanCell",
     "LSTMCell",
+    "LanguageModel",
     "LeakyCell",
     "Recurrent",
     "RecurrentCell",
+    "SequenceClassifier",
     "SkipCell",
     "Stacked",
     "__version__",

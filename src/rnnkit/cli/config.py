@@ -42,7 +42,16 @@ def read_toml(path: str | Path | None) -> dict:
 
 
 # The TOML table that configures each dataclass, for error messages.
-TABLES = {"DataConfig": "data", "LMConfig": "model", "TrainConfig": "train"}
+TABLES = {
+    "DataConfig": "data",
+    "ClassifyDataConfig": "data",
+    "ForecastDataConfig": "data",
+    "LMConfig": "model",
+    "ClassifierConfig": "model",
+    "ForecasterConfig": "model",
+    "TrainConfig": "train",
+    "FitConfig": "train",
+}
 
 
 def merge(cls, *layers: dict, **fixed):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rnnkit import __version__
@@ -37,6 +38,9 @@ def main(argv=None) -> int:
         return args.run(args)
     except ValueError as err:  # every mistake a user can make is a ValueError
         return fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 0
     except FileNotFoundError as err:
         return fail(f"no such file: {err.filename}")
     except PermissionError as err:

@@ -140,8 +140,8 @@ def load_checkpoint(
     pointer = run_dir / f"{tag}.json"
     if not pointer.is_file():
         raise ValueError(
-            f"{run_dir} has no {tag} checkpoint ({pointer.name}); train first with "
-            f"`rnnkit lm train`, or point at another run directory"
+            f"{run_dir} has no {tag} checkpoint ({pointer.name}); train first, or point at "
+            f"another run directory"
         )
     info = _read_json(pointer, pointer)
     try:

@@ -94,7 +94,8 @@ class FitTrainer:
     (once per epoch when None) and at the end: ``val_loss`` is the example-weighted
     mean of ``loss_fn`` over ``val`` in eval mode, and ``metrics_fn(model, val)`` adds
     figures logged as ``val_<name>``. ``monitor`` (``val_loss`` or a ``val_<name>``)
-    chooses the "best" checkpoint, lower is better for ``mode="min"``.
+    chooses the "best" checkpoint, lower is better for ``mode="min"``; a tie in a
+    metric goes to the evaluation with the lower ``val_loss``.
 
     A step whose loss or gradient norm is not finite is skipped; after
     ``nan_patience`` in a row the model and optimizer go back to the last good "last"
@@ -333,6 +334,9 @@ class FitTrainer:
                 f"{', '.join(k[4:] for k in figures if k != 'val_loss') or 'nothing'}"
             )
         better = st.best is None or (value < st.best if self.mode == "min" else value > st.best)
+        if st.best is not None and value == st.best and self.monitor != "val_loss":
+            # A tie in a coarse figure (accuracy on a small set) goes to the lower loss.
+            better = figures["val_loss"] < st.best_metrics["val_loss"]
         improved = math.isfinite(value) and better
         if improved:
             st.best, st.best_metrics, st.evals_since_best = value, figures, 0
