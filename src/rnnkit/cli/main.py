@@ -9,6 +9,7 @@ import sys
 from rnnkit import __version__
 from rnnkit.cli.bench import add_bench_parser
 from rnnkit.cli.classify import add_classify_parser
+from rnnkit.cli.diagnose import add_diagnose_parser
 from rnnkit.cli.errors import fail
 from rnnkit.cli.esn import add_esn_parser
 from rnnkit.cli.forecast import add_forecast_parser
@@ -21,13 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{lm,sample,classify,forecast,esn,bench}"
+        dest="command", required=True, metavar="{lm,sample,classify,forecast,esn,diagnose,bench}"
     )
     add_lm_parser(sub)
     add_sample_parser(sub)
     add_classify_parser(sub)
     add_forecast_parser(sub)
     add_esn_parser(sub)
+    add_diagnose_parser(sub)
     add_bench_parser(sub)
     return parser
 
