@@ -249,6 +249,12 @@ def test_classify_run_cross_entropy_after_the_last_step(runs, capsys):
 # ---- the loss wrappers are the models' own losses ------------------------------------
 
 
+def _float64_model(model_class, config):
+    """``model_class(config)`` in float64 and eval mode, its weights drawn from seed 0."""
+    torch.manual_seed(0)
+    return model_class(config).double().eval()
+
+
 @pytest.mark.parametrize(
     "settings",
     [
@@ -261,9 +267,8 @@ def test_classify_run_cross_entropy_after_the_last_step(runs, capsys):
 def test_final_logits_equal_the_classifier_at_the_last_step(settings):
     from rnnkit.models.classifier import ClassifierConfig, SequenceClassifier
 
-    torch.manual_seed(0)
     cfg = ClassifierConfig(num_classes=3, input_size=2, hidden_size=5, **settings)
-    model = SequenceClassifier(cfg).double().eval()
+    model = _float64_model(SequenceClassifier, cfg)
     x = torch.randn(4, 7, 2, dtype=torch.float64)  # (B, T, F)
     with torch.no_grad():
         y, _ = model.outputs(x)  # (T, B, O)
@@ -283,9 +288,8 @@ def test_final_logits_equal_the_classifier_at_the_last_step(settings):
 def test_forecast_loss_is_the_forecasters_loss(settings):
     from rnnkit.models.forecaster import Forecaster, ForecasterConfig
 
-    torch.manual_seed(0)
     cfg = ForecasterConfig(n_inputs=1, window=6, hidden_size=4, **settings)
-    model = Forecaster(cfg).double().eval()
+    model = _float64_model(Forecaster, cfg)
     x = torch.randn(3, 6, 1, dtype=torch.float64)  # (B, T, I)
     rows = 3 if cfg.mode == "direct" else 6
     y = torch.randn(3, rows, 1, dtype=torch.float64)

@@ -347,14 +347,14 @@ def test_summary_and_plots(tmp_path):
     assert "verdict: vanishing" in text and f"{flow.decay_rate:.4g}" in text
     flow.plot(tmp_path / "flow.png")
     flow.heatmap(tmp_path / "heat.png")
-    assert imread(tmp_path / "flow.png").shape[:2] == (450, 1500)
+    assert imread(tmp_path / "flow.png").shape[:2] == (450, 2000)  # 4 panels: W_rec square
     assert imread(tmp_path / "heat.png").shape[:2] == (550, 650)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.png", "heat.png"]  # no temp
     last = gradient_flow(_scaled_elman(0.5), torch.randn(20, 2, 3), pairs="last")
     with pytest.raises(ValueError, match="pairs='all'"):
         last.heatmap(tmp_path / "no.png")
     jordan = gradient_flow(JordanCell(3, 4, 2), torch.randn(6, 1, 3))
-    jordan.plot(tmp_path / "jordan.png")  # the spectrum panel says why it is empty
+    jordan.plot(tmp_path / "jordan.png")  # 3 panels: the spectrum's says why it is empty
     assert imread(tmp_path / "jordan.png").shape[:2] == (450, 1500)
     assert flow.to_dict()["verdict"] == "vanishing"
 

@@ -2,11 +2,8 @@ r"""The files of ``rnnkit diagnose``: four PNG views, ``diagnose.json`` and one 
 
 :func:`write_diagnosis` writes, atomically, into one directory:
 
-- ``gradient_lag.png``: ``‖∂L_T/∂h_k‖`` against the lag ``T - k`` (log scale) with the
-  fitted exponential ``exp(intercept) * rate ** lag`` (:mod:`rnnkit.diagnostics.decay`);
-- ``jacobians.png``: ``‖∂h_(j+1)/∂h_j‖`` along one sequence, with ``bound`` where finite;
-- ``spectrum.png``: ``W_rec``'s singular values, and its eigenvalues in the complex plane
-  with the unit circle when ``W_rec`` is square;
+- ``gradient_lag.png``, ``jacobians.png``, ``spectrum.png``: one panel each of
+  :mod:`rnnkit.diagnostics.plot` (the panels ``GradientFlow.plot`` puts in one figure);
 - ``heatmap.png`` when every ``(t, k)`` pair was measured;
 - ``diagnose.json``: :meth:`GradientFlow.to_dict` (NaN and inf written as ``null``) with
   the source and settings under ``"diagnose"``;
@@ -22,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 from collections.abc import Mapping
@@ -32,133 +28,46 @@ import numpy as np
 
 from rnnkit.atomic import atomic_write_bytes, atomic_write_text
 from rnnkit.diagnostics.decay import EXPLODING_FACTOR, VANISHING_FACTOR
+from rnnkit.diagnostics.plot import (
+    draw_jacobians,
+    draw_lag,
+    draw_spectrum,
+    figure,
+    heatmap_png,
+    number,
+    png,
+    spectrum_panels,
+)
 from rnnkit.diagnostics.result import GradientFlow
 
 PLOTS = ("gradient_lag.png", "jacobians.png", "spectrum.png", "heatmap.png")
 COLORS = {"vanishing": "#1f5fbf", "exploding": "#c0392b", "healthy": "#1e8449"}
 
 
-def number(value) -> str:
-    """``value`` with 4 significant digits, as the summary prints it; ``n/a`` for NaN."""
-    value = float(value)
-    return "n/a" if math.isnan(value) else f"{value:.4g}"
-
-
-# ---- the plots ------------------------------------------------------------------------
-
-
-def _figure(width: float, height: float):
-    # Figure + the Agg canvas directly: pyplot would switch the whole process's backend.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig) -> bytes:
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def _positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    keep = np.isfinite(y) & (y > 0)
-    return x[keep], y[keep]
+# ---- the plots: one panel a PNG, drawn by rnnkit.diagnostics.plot -----------------------
 
 
 def lag_png(flow: GradientFlow) -> bytes:
-    """``‖∂L_T/∂h_k‖`` against the lag ``T - k``, log scale, with the fitted exponential.
-
-    The axis holds ``log10`` of the norms, labelled as powers of ten: matplotlib's own log
-    axis breaks on the 600 decades an exploding or vanishing gradient can span.
-    """
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
-    fig = _figure(7, 4.5)
-    ax = fig.add_subplot()
-    fit = flow.fit
-    lags, norms = _positive(flow.lags.astype(float), flow.last_row)
-    ax.plot(lags, np.log10(norms), "o-", markersize=2.5, linewidth=1, label="‖∂L_T/∂h_k‖")
-    if math.isfinite(fit.rate) and fit.rate > 0:
-        span = np.arange(flow.steps, dtype=float)
-        line = (fit.intercept + span * math.log(fit.rate)) / math.log(10)  # log10(e^a rate^lag)
-        ax.plot(span, line, "--", linewidth=1.2, label=f"fit: ×{number(fit.rate)} per step")
-    low, high = ax.get_ylim()
-    if high - low >= 2:  # decades: powers of ten
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"$10^{{{v:g}}}$"))
-    else:  # less than two decades: the values themselves
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{10**v:.3g}"))
-    ax.set_xlabel("lag T − k (steps back from the last step)")
-    ax.set_ylabel("gradient norm (log scale)")
-    ax.set_title(f"{flow.verdict}: ×{number(fit.factor)} over {fit.span} steps")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig)
+    """:func:`~rnnkit.diagnostics.plot.draw_lag` alone."""
+    fig = figure(7, 4.5)
+    draw_lag(fig.add_subplot(), flow)
+    return png(fig)
 
 
 def jacobians_png(flow: GradientFlow) -> bytes:
-    """``‖∂h_(j+1)/∂h_j‖`` along the trajectory, with the line ``bound`` where it is finite."""
-    fig = _figure(7, 4.5)
-    ax = fig.add_subplot()
-    steps, jac = _positive(np.arange(flow.jacobian_norms.size, dtype=float), flow.jacobian_norms)
-    ax.plot(steps, jac, linewidth=1, label="‖∂h_(j+1)/∂h_j‖ (spectral norm)")
-    ax.axhline(1.0, color="black", linewidth=0.6)
-    if math.isfinite(flow.bound):
-        ax.axhline(
-            flow.bound,
-            color="red",
-            linestyle="--",
-            linewidth=1,
-            label=f"bound {number(flow.bound)}",
-        )
-    ax.set_xlabel("step j")
-    ax.set_ylabel("one-step Jacobian norm")
-    ax.set_title(f"one-step Jacobians along sequence {flow.batch_index}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig)
+    """:func:`~rnnkit.diagnostics.plot.draw_jacobians` alone."""
+    fig = figure(7, 4.5)
+    draw_jacobians(fig.add_subplot(), flow)
+    return png(fig)
 
 
 def spectrum_png(flow: GradientFlow) -> bytes:
-    """``W_rec``'s singular values; its eigenvalues and the unit circle when it is square."""
-    square = flow.eigenvalues.size > 0
-    fig = _figure(11 if square else 7, 4.5)
-    ax = fig.add_subplot(1, 2 if square else 1, 1)
-    if flow.singular_values.size:
-        index = np.arange(1, flow.singular_values.size + 1)
-        ax.plot(index, flow.singular_values, "o", markersize=3, label="singular values")
-        ax.axhline(1.0, color="black", linewidth=0.6)
-        if math.isfinite(flow.gamma) and flow.gamma != 1.0:
-            ax.axhline(1.0 / flow.gamma, color="red", linestyle="--", label="1/γ")
-        ax.set_xlabel("index")
-        ax.set_ylabel("singular value")
-        ax.set_title(f"W_rec: λ₁ = {number(flow.max_singular_value)}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    else:
-        why = flow.reasons.get("max_singular_value", "no recurrent weight")
-        ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True, fontsize=9)
-        ax.set_axis_off()
-    if square:
-        ax = fig.add_subplot(1, 2, 2)
-        angle = np.linspace(0.0, 2.0 * math.pi, 361)
-        ax.plot(np.cos(angle), np.sin(angle), color="gray", linewidth=0.8, label="unit circle")
-        ax.plot(
-            flow.eigenvalues.real, flow.eigenvalues.imag, "x", markersize=4, label="eigenvalues"
-        )
-        ax.axhline(0.0, color="black", linewidth=0.4)
-        ax.axvline(0.0, color="black", linewidth=0.4)
-        ax.set_aspect("equal", adjustable="datalim")
-        ax.set_xlabel("real part")
-        ax.set_ylabel("imaginary part")
-        ax.set_title(f"eigenvalues: spectral radius ρ = {number(flow.spectral_radius)}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return _png(fig)
+    """:func:`~rnnkit.diagnostics.plot.draw_spectrum` alone: one or two panels side by side."""
+    n = spectrum_panels(flow)
+    fig = figure(11 if n == 2 else 7, 4.5)
+    grid = fig.add_gridspec(1, n)
+    draw_spectrum(fig, [grid[i] for i in range(n)], flow)
+    return png(fig)
 
 
 # ---- what the verdict means -----------------------------------------------------------
@@ -396,17 +305,14 @@ def write_diagnosis(
         "jacobians.png": jacobians_png(flow),
         "spectrum.png": spectrum_png(flow),
     }
-    written = []
-    for name, png in images.items():
-        atomic_write_bytes(out / name, png)
-        written.append(out / name)
-    heatmap = out / "heatmap.png"
     if flow.grad_norms is not None:
-        flow.heatmap(heatmap)  # written atomically by rnnkit.diagnostics.plot
-        images["heatmap.png"] = heatmap.read_bytes()
-        written.append(heatmap)
+        images["heatmap.png"] = heatmap_png(flow)
     else:
-        heatmap.unlink(missing_ok=True)
+        (out / "heatmap.png").unlink(missing_ok=True)
+    written = []
+    for name, data in images.items():
+        atomic_write_bytes(out / name, data)
+        written.append(out / name)
     record = flow.to_dict()
     record["diagnose"] = {"source": dict(source or {}), "settings": dict(settings or {})}
     text = json.dumps(_json_safe(record), indent=2, allow_nan=False, default=str)

@@ -149,7 +149,8 @@ class GradientFlow:
         }
 
     def plot(self, path: str | Path) -> None:
-        """Write the three-panel PNG (gradient vs lag, Jacobian norms, W_rec spectrum)."""
+        """Write one PNG of the panels in a row: gradient vs lag, Jacobian norms, W_rec's
+        singular values, and its eigenvalues when it is square (:mod:`.plot`)."""
         from rnnkit.diagnostics.plot import plot_gradient_flow
 
         plot_gradient_flow(self, Path(path))
