@@ -38,6 +38,7 @@ class GRUCell(RecurrentCell):
     """
 
     recurrent_weights = ("weight_hh",)
+    sigmoid_gates = ("reset", "update")  # the keys of gates() that are sigmoids
 
     def __init__(
         self,
@@ -63,6 +64,14 @@ class GRUCell(RecurrentCell):
         return ((self.hidden_size,),)
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        return self.from_gates(self.gates(x, state), state)
+
+    def gates(self, x: Tensor, state: State) -> dict[str, Tensor]:
+        """One step's gate activations, each ``(B, H)``.
+
+        ``{"reset": r, "update": z}`` after their sigmoids and ``"candidate"``: ``n``.
+        ``forward`` is ``from_gates(gates(x, state), state)``; monitors read the gates alone.
+        """
         (h_prev,) = state  # (B, H)
         F = nn.functional
         H = self.hidden_size
@@ -84,6 +93,12 @@ class GRUCell(RecurrentCell):
                 r * h_prev, self.weight_hh[2 * H :], None if b_hh is None else b_hh[2 * H :]
             )  # (B, H)
             n = torch.tanh(gi[:, 2 * H :] + gh_n)  # (B, H)
+        return {"reset": r, "update": z, "candidate": n}
+
+    def from_gates(self, gates: dict[str, Tensor], state: State) -> tuple[Tensor, State]:
+        """The step's output and new state ``(h,)`` from :meth:`gates`' values."""
+        (h_prev,) = state  # (B, H)
+        n, z = gates["candidate"], gates["update"]
         h = n + z * (h_prev - n)  # = (1 - z) * n + z * h_prev, one op fewer
         return h, (h,)
 

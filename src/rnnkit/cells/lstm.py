@@ -66,6 +66,7 @@ class LSTMCell(RecurrentCell):
     """
 
     recurrent_weights = ("weight_hh",)
+    sigmoid_gates = ("input", "forget", "output")  # the keys of gates() that are sigmoids
 
     def __init__(
         self,
@@ -144,6 +145,15 @@ class LSTMCell(RecurrentCell):
         return ((self.output_size,), (self.hidden_size,))
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        return self.from_gates(self.gates(x, state), state)
+
+    def gates(self, x: Tensor, state: State) -> dict[str, Tensor]:
+        """One step's gate activations, each ``(B, H)``, and the new cell state.
+
+        ``{"input": i, "forget": f, "output": o}`` after their sigmoids, ``"candidate"``:
+        ``tanh(g)``, and ``"cell"``: the new ``c`` (the peephole output gate reads it).
+        ``forward`` is ``from_gates(gates(x, state), state)``; monitors read the gates alone.
+        """
         h_prev, c_prev = state  # (B, R), (B, H)
         F = nn.functional
         if self.layer_norm:
@@ -164,17 +174,26 @@ class LSTMCell(RecurrentCell):
         if self.peephole:
             i = i + self.weight_ci * c_prev
             f = f + self.weight_cf * c_prev
-        c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
+        i, f, g = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g)
+        c = f * c_prev + i * g  # (B, H)
         if self.peephole:
             o = o + self.weight_co * c  # the output gate peeks at the new cell state
+        return {"input": i, "forget": f, "candidate": g, "output": torch.sigmoid(o), "cell": c}
+
+    def from_gates(self, gates: dict[str, Tensor], state: State) -> tuple[Tensor, State]:
+        """The step's output and new state ``(h, c)`` from :meth:`gates`' values.
+
+        ``state`` is unused (``c`` already holds it) but kept for the same call as GRUCell's.
+        """
+        c = gates["cell"]  # (B, H)
         c_out = c
         if self.layer_norm:
-            c_out = F.layer_norm(
+            c_out = nn.functional.layer_norm(
                 c, (self.hidden_size,), self.ln_c_weight, self.ln_c_bias, self.ln_eps
             )
-        h = torch.sigmoid(o) * torch.tanh(c_out)  # (B, H)
+        h = gates["output"] * torch.tanh(c_out)  # (B, H)
         if self.proj_size:
-            h = F.linear(h, self.weight_hr)  # (B, P)
+            h = nn.functional.linear(h, self.weight_hr)  # (B, P)
         return h, (h, c)
 
     def extra_repr(self) -> str:

@@ -27,6 +27,7 @@ from rnnkit.train.config import FitConfig
 from rnnkit.train.guard import Snapshot
 from rnnkit.train.loop import all_finite, catch_interrupt, smoothed
 from rnnkit.train.metrics import MetricsLog
+from rnnkit.train.monitors import gate_saturation, group_grad_norms, total_grad_norm
 from rnnkit.train.optim import build_optimizer, build_scheduler, current_lr, scale_base_lr, schedule
 from rnnkit.train.plot import plot_losses
 from rnnkit.train.progress import TrainProgress
@@ -42,7 +43,10 @@ COLUMNS = (
     "val_loss",  # validation loss, on evaluation rows only
     "elapsed",  # seconds of training, summed over resumed sessions
     "bad_steps",  # bad (skipped) steps so far
-)  # then one "val_<name>" column per validation metric
+)  # then one "val_<name>" column per validation metric, and the monitors:
+# "grad_norm_clipped" (mean norm of the gradients applied, after clipping),
+# "grad_norm/<group>" (mean pre-clip norm per parameter group, see rnnkit.train.monitors),
+# "gate_sat/<layer>/<gate>" (saturated fraction of a sigmoid gate, on log_every steps).
 STOP_REASONS = ("max_steps", "epochs", "time_budget", "early_stopping", "interrupted")
 # Steps timed before a time-budget run fixes the horizon its lr decays over.
 BUDGET_CALIBRATION_STEPS = 20
@@ -80,6 +84,9 @@ class _Progress:
     # Sums since the last metrics row.
     loss_sum: float = 0.0
     norm_sum: float = 0.0
+    clipped_sum: float = 0.0  # norms of the gradients applied (after clipping)
+    group_sums: dict[str, float] = field(default_factory=dict)  # pre-clip norms per group
+    gate_sat: dict[str, float] = field(default_factory=dict)  # the latest probe's figures
     good: int = 0
     examples: int = 0
     seconds: float = 0.0
@@ -262,6 +269,8 @@ class FitTrainer:
         cfg, st = self.config, self.state
         batch = self._to_device(self.train.batch(st.step))
         tick = time.perf_counter()
+        if (st.step + 1) % cfg.log_every == 0:  # this step ends on a log row
+            st.gate_sat = gate_saturation(self.model, lambda: self.loss_fn(self.model, batch))
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.model, batch)
@@ -272,12 +281,16 @@ class FitTrainer:
         if bad is None:
             loss.backward()
             params = [p for p in self.model.parameters() if p.grad is not None]
+            groups = group_grad_norms(self.model.named_parameters())  # before clipping
             # Returns the norm before clipping; max_norm=inf only measures it.
             norm_value = float(nn.utils.clip_grad_norm_(params, cfg.clip_norm or math.inf))
             bad = None if math.isfinite(norm_value) else f"gradient norm {norm_value}"
         if bad is None:
             if cfg.clip_value is not None:
                 nn.utils.clip_grad_value_(params, cfg.clip_value)
+            st.clipped_sum += total_grad_norm(params)
+            for group, value in groups.items():
+                st.group_sums[group] = st.group_sums.get(group, 0.0) + value
             self.optimizer.step()
             st.bad_in_row = 0
             st.loss_sum += loss_value
@@ -387,11 +400,15 @@ class FitTrainer:
             "elapsed": round(self._elapsed(), 3),
             "bad_steps": st.bad_total,
             **figures,
+            "grad_norm_clipped": st.clipped_sum / st.good if st.good else math.nan,
+            **{f"grad_norm/{g}": total / st.good for g, total in st.group_sums.items()},
+            **st.gate_sat,
         }
         st.history.append(row)
         metrics.write(row)
-        st.loss_sum = st.norm_sum = st.seconds = 0.0
+        st.loss_sum = st.norm_sum = st.clipped_sum = st.seconds = 0.0
         st.good = st.examples = 0
+        st.group_sums, st.gate_sat = {}, {}
 
     def _roll_back(self) -> None:
         """Back to the last good snapshot with a smaller learning rate."""

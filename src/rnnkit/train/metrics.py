@@ -20,8 +20,12 @@ COLUMNS = (
     "val_loss",  # validation loss in nats per token, on evaluation rows only
     "elapsed",  # seconds of training, summed over resumed sessions
     "bad_steps",  # bad (skipped) steps so far
-)
+)  # then the monitors (rnnkit.train.monitors), as they first appear:
+# "grad_norm_clipped": mean norm of the gradients applied (after clip_norm and clip_value);
+# "grad_norm/<group>": mean pre-clip norm of a parameter group ("embedding", "rnn.layers.0");
+# "gate_sat/<layer>/<gate>": fraction of a sigmoid gate's values < 0.05 or > 0.95 (log rows).
 SCALARS = ("loss", "bits", "grad_norm", "lr", "tokens_per_s", "examples_per_s")
+SCALAR_PREFIXES = ("val_", "grad_norm", "gate_sat/")  # column families also sent to TensorBoard
 
 
 class MetricsLog:
@@ -80,7 +84,7 @@ class MetricsLog:
         self._file.flush()
         if self._tensorboard is not None:
             for name, value in row.items():
-                scalar = name in SCALARS or name.startswith("val_")
+                scalar = name in SCALARS or name.startswith(SCALAR_PREFIXES)
                 if scalar and isinstance(value, (int, float)) and math.isfinite(value):
                     self._tensorboard.add_scalar(name, value, row["step"])
             self._tensorboard.flush()

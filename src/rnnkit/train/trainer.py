@@ -21,6 +21,7 @@ from rnnkit.train.evaluate import evaluate_stream
 from rnnkit.train.guard import LossGuard, Snapshot
 from rnnkit.train.loop import all_finite, catch_interrupt, smoothed
 from rnnkit.train.metrics import MetricsLog
+from rnnkit.train.monitors import gate_saturation, group_grad_norms, total_grad_norm
 from rnnkit.train.optim import (
     build_optimizer,
     build_scheduler,
@@ -54,6 +55,9 @@ class _Interval:
 
     loss_sum: float = 0.0  # nats per token, good steps only
     norm_sum: float = 0.0  # pre-clip gradient norms, good steps only
+    clipped_sum: float = 0.0  # norms of the gradients applied (after clipping), same steps
+    group_sums: dict[str, float] = field(default_factory=dict)  # pre-clip, per group
+    gate_sat: dict[str, float] = field(default_factory=dict)  # the latest probe's figures
     good: int = 0
     tokens: int = 0
     seconds: float = 0.0
@@ -64,6 +68,12 @@ class _Interval:
         norm = self.norm_sum / self.good if self.good else math.nan
         speed = self.tokens / self.seconds if self.seconds > 0 else math.nan
         return loss, norm, speed
+
+    def monitors(self) -> dict[str, float]:
+        """Mean post-clip and per-group norms, and gate saturation, as metrics columns."""
+        row = {"grad_norm_clipped": self.clipped_sum / self.good if self.good else math.nan}
+        row.update({f"grad_norm/{g}": s / self.good for g, s in self.group_sums.items()})
+        return {**row, **self.gate_sat}
 
 
 @dataclass
@@ -279,6 +289,8 @@ class Trainer:
         else:
             state = st.carried
         tick = time.perf_counter()
+        if (st.step + 1) % cfg.log_every == 0:  # this step ends with a metrics row
+            self._interval.gate_sat = gate_saturation(self.model, lambda: self.model(x, state))
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         logits, final = self.model(x, state)  # (T, B, V)
@@ -291,6 +303,7 @@ class Trainer:
         if bad is None:
             loss.backward()
             params = [p for p in self.model.parameters() if p.grad is not None]
+            groups = group_grad_norms(self.model.named_parameters())  # before clipping
             # Returns the norm before clipping; max_norm=inf only measures it.
             norm = nn.utils.clip_grad_norm_(params, cfg.clip_norm or math.inf)
             norm_value = float(norm)
@@ -298,6 +311,7 @@ class Trainer:
         if bad is None:
             if cfg.clip_value is not None:
                 nn.utils.clip_grad_value_(params, cfg.clip_value)
+            self._add_grad_norms(total_grad_norm(params), groups)
             self.optimizer.step()
             st.carried = _detached(final) if cfg.carry_state else None
             self.guard.accept(loss_value)
@@ -324,6 +338,13 @@ class Trainer:
         self._display = tuple(
             smoothed(old, new) for old, new in zip(self._display, (loss_value, speed), strict=True)
         )
+
+    def _add_grad_norms(self, clipped: float, groups: dict[str, float]) -> None:
+        """Add a good step's post-clip norm and per-group (pre-clip) norms to the interval."""
+        self._interval.clipped_sum += clipped
+        sums = self._interval.group_sums
+        for group, value in groups.items():
+            sums[group] = sums.get(group, 0.0) + value
 
     def _after_step(self, metrics: MetricsLog) -> None:
         """Rollback, evaluation, the metrics row, checkpoints and early stopping."""
@@ -369,6 +390,7 @@ class Trainer:
             "val_loss": val_loss,
             "elapsed": round(self._elapsed(), 3),
             "bad_steps": st.bad_total,
+            **self._interval.monitors(),  # after the fixed columns: these vary by model
         }
         st.history.append(row)
         metrics.write(row)
