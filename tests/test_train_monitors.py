@@ -247,6 +247,18 @@ def test_gru_update_and_reset_saturation():
     assert sat == {"gate_sat/layer/reset": 0.0, "gate_sat/layer/update": 1.0}
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_probe_steps_through_the_first_steps_a_layer_reads(reverse):
+    torch.manual_seed(3)
+    model = LayerModel(Recurrent(LSTMCell(2, 8), reverse=reverse))
+    x = 3 * torch.randn(10, 4, 2)  # large inputs: some gates saturate
+    capped = gate_saturation(model, lambda: model(x), max_steps=4)
+    part = x[6:] if reverse else x[:4]  # the steps it reads first, from its initial state
+    alone = gate_saturation(model, lambda: model(part))
+    assert capped == pytest.approx(alone, abs=1e-12)
+    assert capped != pytest.approx(gate_saturation(model, lambda: model(x)), abs=1e-3)
+
+
 # ------------------------------------------------------------------ in the trainers
 
 

@@ -39,6 +39,7 @@ from rnnkit.layers import Recurrent
 
 SATURATION_LOW = 0.05
 SATURATION_HIGH = 0.95
+PROBE_STEPS = 32  # steps of each layer the probe steps through (Python, one call each)
 
 
 def param_group(name: str) -> str:
@@ -87,12 +88,16 @@ def gated_layers(model: nn.Module) -> dict[str, Recurrent]:
 
 
 @torch.no_grad()
-def gate_saturation(model: nn.Module, forward: Callable[[], object]) -> dict[str, float]:
+def gate_saturation(
+    model: nn.Module, forward: Callable[[], object], max_steps: int = PROBE_STEPS
+) -> dict[str, float]:
     """``{"gate_sat/<layer>/<gate>": fraction}`` for one probe pass of ``forward()``.
 
     ``forward`` runs the model on the current batch (its output is ignored). The model is
     put in eval mode for the pass and given back its mode afterwards; no random numbers
-    are drawn.
+    are drawn. Each layer is stepped over the first ``max_steps`` steps it reads (a
+    reverse layer: the batch's last ``max_steps`` time steps), which keeps the probe's
+    cost to a few percent of training.
     """
     layers = gated_layers(model)
     if not layers:
@@ -105,7 +110,8 @@ def gate_saturation(model: nn.Module, forward: Callable[[], object]) -> dict[str
         figures = {}
         for name, layer in layers.items():
             for x, state, lengths in inputs[name]:
-                for gate, fraction in _layer_saturation(layer, x, state, lengths).items():
+                saturation = _layer_saturation(layer, x, state, lengths, max_steps)
+                for gate, fraction in saturation.items():
                     figures[f"gate_sat/{name}/{gate}"] = fraction
     finally:
         model.train(was_training)
@@ -135,7 +141,9 @@ def _recording(layers: dict[str, Recurrent]):
             layer.__dict__.pop("run", None)
 
 
-def _layer_saturation(layer: Recurrent, x: Tensor, state, lengths) -> dict[str, float]:
+def _layer_saturation(
+    layer: Recurrent, x: Tensor, state, lengths, max_steps: int
+) -> dict[str, float]:
     """Saturated fraction of each sigmoid gate of ``layer`` stepped over ``x`` (T, B, I)."""
     cell = layer.cell
     T, B = x.shape[:2]
@@ -147,7 +155,8 @@ def _layer_saturation(layer: Recurrent, x: Tensor, state, lengths) -> dict[str, 
         valid = steps[:, None] < lengths.to(x.device)[None, :]  # (T, B)
     saturated = {gate: x.new_zeros((), dtype=torch.float64) for gate in cell.sigmoid_gates}
     count = 0
-    for t in range(T - 1, -1, -1) if layer.reverse else range(T):
+    span = min(T, max_steps)
+    for t in range(T - 1, T - 1 - span, -1) if layer.reverse else range(span):
         gates = cell.gates(x[t], state)
         _, new = cell.from_gates(gates, state)
         keep = None if valid is None else valid[t]  # (B,)
