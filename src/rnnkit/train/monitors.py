@@ -39,7 +39,7 @@ from rnnkit.layers import Recurrent
 
 SATURATION_LOW = 0.05
 SATURATION_HIGH = 0.95
-PROBE_STEPS = 32  # steps of each layer the probe steps through (Python, one call each)
+PROBE_STEPS = 16  # steps of each layer the probe steps through (Python, one call each)
 
 
 def param_group(name: str) -> str:

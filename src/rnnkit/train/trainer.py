@@ -21,7 +21,12 @@ from rnnkit.train.evaluate import evaluate_stream
 from rnnkit.train.guard import LossGuard, Snapshot
 from rnnkit.train.loop import all_finite, catch_interrupt, smoothed
 from rnnkit.train.metrics import MetricsLog
-from rnnkit.train.monitors import gate_saturation, group_grad_norms, total_grad_norm
+from rnnkit.train.monitors import (
+    PROBE_STEPS,
+    gate_saturation,
+    group_grad_norms,
+    total_grad_norm,
+)
 from rnnkit.train.optim import (
     build_optimizer,
     build_scheduler,
@@ -290,7 +295,9 @@ class Trainer:
             state = st.carried
         tick = time.perf_counter()
         if (st.step + 1) % cfg.log_every == 0:  # this step ends with a metrics row
-            self._interval.gate_sat = gate_saturation(self.model, lambda: self.model(x, state))
+            # The probe reads only the first PROBE_STEPS steps: run no more than those.
+            head = x[:PROBE_STEPS]  # (≤ PROBE_STEPS, B)
+            self._interval.gate_sat = gate_saturation(self.model, lambda: self.model(head, state))
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         logits, final = self.model(x, state)  # (T, B, V)
