@@ -107,6 +107,9 @@ def test_quick_suite_through_the_cli(tmp_path, capsys):
     assert lstm["final"] < 0.1 * ADDING_BASELINE  # clearly learned the task at T = 50
     assert lstm["solved_at"] is not None and lstm["solved_at"] <= 1000
     assert runs["rnn"]["final"] > lstm["final"]
+    # The trained models' ‖∂L_T/∂h_k‖: the tanh RNN's vanishes, the LSTM's carries across T.
+    assert runs["rnn"]["grad_rate"] < 0.7 and runs["rnn"]["grad_verdict"] == "vanishing"
+    assert 0.9 < lstm["grad_rate"] < 1.1 and lstm["grad_verdict"] == "healthy"
     png = (out / "memory_adding_T50.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert not list(out.glob("*.tmp*"))  # atomic writes left nothing behind
