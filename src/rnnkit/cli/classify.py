@@ -21,6 +21,7 @@ import torch
 from rnnkit.cli.config import merge, read_toml, table
 from rnnkit.cli.errors import UsageError
 from rnnkit.cli.lm import add_run_options, flags, resolve_device
+from rnnkit.cli.runs import open_run, refuse_existing, resumed_run
 from rnnkit.models.builder import CELL_KINDS
 
 TASK = "classify"
@@ -302,7 +303,6 @@ def train_command(args) -> int:
         classification_loss,
         classification_metrics,
     )
-    from rnnkit.train.checkpoint import load_checkpoint
     from rnnkit.train.config import FitConfig
     from rnnkit.train.fit import FitTrainer
 
@@ -312,32 +312,15 @@ def train_command(args) -> int:
     data_flags = flags(args, DATA_SETTINGS)
 
     if args.resume:
-        fixed = [f"--{n.replace('_', '-')}" for n in SETTINGS if getattr(args, n) is not None]
-        if args.config or fixed:
-            raise UsageError(
-                f"a resumed run keeps its settings; drop {', '.join(fixed) or '--config'} "
-                f"(only --max-steps, --epochs and --time-budget may change)"
-            )
-        if not (run_dir / "last.json").is_file():
-            raise UsageError(f"{run_dir} holds no run to resume; train without --resume first")
-        checkpoint = load_checkpoint(run_dir, "last", trainer_state=False)
+        checkpoint, saved = resumed_run(args, SETTINGS, TASK, "classify train")
         meta = checkpoint.meta
-        if meta.get("task") != TASK or "data" not in meta:
-            raise UsageError(f"{run_dir} does not hold a run of `rnnkit classify train`")
         data_cfg = ClassifyDataConfig(**meta["data"])
         model_cfg = ClassifierConfig.from_dict(checkpoint.model_config)
-        saved = dict(checkpoint.train_config)
-        if any(v is not None for v in stop_flags.values()):
-            saved.update(stop_flags)  # new stopping rules replace the old ones
         train_cfg = FitConfig.from_dict(saved)
         vocab = Vocab.load(run_dir / "vocab.json") if meta["kind"] == "tokens" else None
         classes = meta["classes"]
     else:
-        if any((run_dir / name).exists() for name in ("last.json", "best.json", "checkpoints")):
-            raise UsageError(
-                f"{run_dir} already holds a run; pass --resume to continue it "
-                f"or choose another --out"
-            )
+        refuse_existing(run_dir)
         config = read_toml(args.config)
         data_cfg = merge(ClassifyDataConfig, table(config, "data"), data_flags)
         suggested = {"model": {}, "train": {}}
@@ -433,18 +416,10 @@ def load_run(run_dir: str | Path, tag: str = "best"):
     """The classifier, checkpoint meta and vocabulary (None for numbers) of a run."""
     from rnnkit.data.vocab import Vocab
     from rnnkit.models.classifier import ClassifierConfig, SequenceClassifier
-    from rnnkit.train.checkpoint import load_checkpoint
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"no such run directory: {run_dir}")
-    if tag == "best" and not (run_dir / "best.json").exists():
-        tag = "last"
-    if not (run_dir / f"{tag}.json").exists():
-        raise UsageError(f"{run_dir} holds no checkpoint; train with `rnnkit classify train`")
-    checkpoint = load_checkpoint(run_dir, tag, trainer_state=False)
-    meta = checkpoint.meta
-    if meta.get("task") != TASK or "classes" not in meta:
+    checkpoint = open_run(run_dir, tag, TASK, "classify train")
+    run_dir, meta = Path(run_dir), checkpoint.meta
+    if "classes" not in meta:
         raise UsageError(f"{run_dir} does not hold a run of `rnnkit classify train`")
     model = SequenceClassifier(ClassifierConfig.from_dict(checkpoint.model_config))
     checkpoint.load_into(model)

@@ -28,6 +28,7 @@ import numpy as np
 from rnnkit.cli.config import merge, read_toml, table
 from rnnkit.cli.errors import UsageError
 from rnnkit.cli.lm import add_run_options, flags, resolve_device
+from rnnkit.cli.runs import open_run, refuse_existing, resumed_run
 from rnnkit.models.builder import CELL_KINDS
 
 DEFAULT_RUN = "runs/forecast"
@@ -278,39 +279,23 @@ def train_command(args) -> int:
 
     from rnnkit.data.windows import Scaler, prepare
     from rnnkit.models.forecaster import Forecaster, ForecasterConfig
-    from rnnkit.train import load_checkpoint
     from rnnkit.train.fit import FitConfig, FitTrainer
 
     run_dir = Path(args.out)
     device = resolve_device(args.device)
     stop_flags = flags(args, STOP_SETTINGS)
     if args.resume:
-        fixed = [f"--{n.replace('_', '-')}" for n in SETTINGS if getattr(args, n) is not None]
-        if args.config or fixed:
-            raise UsageError(
-                f"a resumed run keeps its settings; drop {', '.join(fixed) or '--config'} "
-                f"(only --max-steps, --epochs and --time-budget may change)"
-            )
-        checkpoint = load_checkpoint(run_dir, "last", trainer_state=False)
+        checkpoint, saved = resumed_run(args, SETTINGS, "forecast", "forecast train")
         meta = checkpoint.meta
-        if meta.get("task") != "forecast" or "data" not in meta:
-            raise UsageError(f"{run_dir} does not hold a run of `rnnkit forecast train`")
         model_cfg = ForecasterConfig.from_dict(checkpoint.model_config)
         data_cfg = ForecastDataConfig(**meta["data"])
-        saved = dict(checkpoint.train_config)
-        if any(v is not None for v in stop_flags.values()):
-            saved.update(stop_flags)  # new stopping rules replace the old ones
         train_cfg = FitConfig.from_dict(saved)
         values, columns = load_series(data_cfg, _example(data_cfg.example))
         if columns != meta["columns"]:
             raise UsageError(f"{run_dir} was trained on columns {meta['columns']}, not {columns}")
         scaler = Scaler.from_dict(meta["scaler"])
     else:
-        if any((run_dir / name).exists() for name in ("last.json", "best.json", "checkpoints")):
-            raise UsageError(
-                f"{run_dir} already holds a run; pass --resume to continue it "
-                f"or choose another --out"
-            )
+        refuse_existing(run_dir)
         if run_dir.exists() and not run_dir.is_dir():
             raise UsageError(f"--out {run_dir} is a file; give a directory")
         config = read_toml(args.config)
@@ -442,19 +427,9 @@ def load_run(run_dir: str | Path, tag: str = "best"):
     """The forecaster (with its scaler) and the ``meta`` saved in ``run_dir``."""
     from rnnkit.data.windows import Scaler
     from rnnkit.models.forecaster import Forecaster, ForecasterConfig
-    from rnnkit.train import load_checkpoint
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"no such run directory: {run_dir}")
-    if tag == "best" and not (run_dir / "best.json").exists():
-        tag = "last"
-    if not (run_dir / f"{tag}.json").exists():
-        raise UsageError(f"{run_dir} holds no checkpoint; train it with `rnnkit forecast train`")
-    checkpoint = load_checkpoint(run_dir, tag, trainer_state=False)
+    checkpoint = open_run(run_dir, tag, "forecast", "forecast train")
     meta = checkpoint.meta
-    if meta.get("task") != "forecast":
-        raise UsageError(f"{run_dir} does not hold a run of `rnnkit forecast train`")
     if meta.get("format") != RUN_FORMAT:
         raise UsageError(
             f"{run_dir} has run format {meta.get('format')!r}; this rnnkit reads {RUN_FORMAT}"

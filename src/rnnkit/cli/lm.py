@@ -11,6 +11,7 @@ import torch
 
 from rnnkit.cli.config import merge, read_toml, table
 from rnnkit.cli.errors import UsageError
+from rnnkit.cli.runs import open_run, refuse_existing, resumed_run
 from rnnkit.models import CELL_KINDS, LanguageModel, LMConfig
 
 DEFAULT_RUN = "runs/lm"
@@ -122,37 +123,20 @@ def resolve_device(name: str | None) -> torch.device:
 def train_command(args) -> int:
     from rnnkit.data import StreamBatches, Vocab, encode_file, split_tokens, write_builtin_corpus
     from rnnkit.sample import generate
-    from rnnkit.train import TrainConfig, Trainer, load_checkpoint
+    from rnnkit.train import TrainConfig, Trainer
 
     run_dir = Path(args.out)
     device = resolve_device(args.device)
     stop_flags = flags(args, ("max_steps", "epochs", "time_budget"))
 
     if args.resume:
-        fixed = [
-            f"--{name.replace('_', '-')}" for name in SETTINGS if getattr(args, name) is not None
-        ]
-        if args.config or fixed:
-            raise UsageError(
-                f"a resumed run keeps its settings; drop {', '.join(fixed) or '--config'} "
-                f"(only --max-steps, --epochs and --time-budget may change)"
-            )
-        checkpoint = load_checkpoint(run_dir, "last", trainer_state=False)
-        if checkpoint.meta.get("task") != "lm" or "data" not in checkpoint.meta:
-            raise UsageError(f"{run_dir} does not hold a run of `rnnkit lm train`")
+        checkpoint, saved = resumed_run(args, SETTINGS, "lm", "lm train")
         model_cfg = LMConfig.from_dict(checkpoint.model_config)
         data_cfg = DataConfig(**checkpoint.meta["data"])
-        saved = dict(checkpoint.train_config)
-        if any(v is not None for v in stop_flags.values()):
-            saved.update(stop_flags)  # new stopping rules replace the old ones
         train_cfg = TrainConfig.from_dict(saved)
         vocab = Vocab.load(run_dir / "vocab.json")
     else:
-        if any((run_dir / name).exists() for name in ("last.json", "best.json", "checkpoints")):
-            raise UsageError(
-                f"{run_dir} already holds a run; pass --resume to continue it "
-                f"or choose another --out"
-            )
+        refuse_existing(run_dir)
         config = read_toml(args.config)
         data_cfg = merge(DataConfig, table(config, "data"), flags(args, DATA_SETTINGS))
         train_flags = flags(args, TRAIN_SETTINGS)
@@ -208,16 +192,9 @@ def train_command(args) -> int:
 def load_run(run_dir: str | Path, tag: str = "best"):
     """The language model and vocabulary saved in ``run_dir`` (``best`` or ``last``)."""
     from rnnkit.data import Vocab
-    from rnnkit.train import load_checkpoint
 
+    checkpoint = open_run(run_dir, tag, "lm", "lm train")
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"no such run directory: {run_dir}")
-    if tag == "best" and not (run_dir / "best.json").exists():
-        tag = "last"
-    checkpoint = load_checkpoint(run_dir, tag, trainer_state=False)
-    if checkpoint.meta.get("task") != "lm":
-        raise UsageError(f"{run_dir} does not hold a language model")
     model = LanguageModel(LMConfig.from_dict(checkpoint.model_config))
     checkpoint.load_into(model)
     model.eval()
