@@ -523,7 +523,7 @@ def test_metrics_csv_plot_and_config_files(tmp_path):
 
 
 def test_time_budget_alone_decays_over_the_estimated_horizon(tmp_path):
-    from rnnkit.train.trainer import BUDGET_CALIBRATION_STEPS
+    from rnnkit.train.loop import BUDGET_CALIBRATION_STEPS
 
     result = fit(tiny_model(), tmp_path / "b", max_steps=None, time_budget=2.0, decay="cosine")
     assert result.step > BUDGET_CALIBRATION_STEPS

@@ -22,13 +22,20 @@ from torch import Tensor, nn
 
 from rnnkit.atomic import atomic_write_text
 from rnnkit.train.batches import Batches
-from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from rnnkit.train.checkpoint import save_checkpoint
 from rnnkit.train.config import FitConfig
 from rnnkit.train.guard import Snapshot
-from rnnkit.train.loop import all_finite, catch_interrupt, smoothed
+from rnnkit.train.loop import (
+    all_finite,
+    apply_horizon,
+    budget_horizon,
+    catch_interrupt,
+    load_for_resume,
+    smoothed,
+)
 from rnnkit.train.metrics import MetricsLog
 from rnnkit.train.monitors import gate_saturation, group_grad_norms, total_grad_norm
-from rnnkit.train.optim import build_optimizer, build_scheduler, current_lr, scale_base_lr, schedule
+from rnnkit.train.optim import build_optimizer, build_scheduler, current_lr, scale_base_lr
 from rnnkit.train.plot import plot_losses
 from rnnkit.train.progress import TrainProgress
 from rnnkit.train.rng import restore_rng, seed_everything
@@ -48,8 +55,6 @@ COLUMNS = (
 # "grad_norm/<group>" (mean pre-clip norm per parameter group, see rnnkit.train.monitors),
 # "gate_sat/<layer>/<gate>" (saturated fraction of a sigmoid gate, on log_every steps).
 STOP_REASONS = ("max_steps", "epochs", "time_budget", "early_stopping", "interrupted")
-# Steps timed before a time-budget run fixes the horizon its lr decays over.
-BUDGET_CALIBRATION_STEPS = 20
 
 LossFn = Callable[[nn.Module, dict[str, Tensor]], Tensor]
 MetricsFn = Callable[[nn.Module, Batches], dict[str, float]]
@@ -250,19 +255,11 @@ class FitTrainer:
 
     def _fit_schedule_to_budget(self, steps_done: int) -> None:
         """With only a time budget, decay over the steps the budget is expected to hold."""
-        cfg = self.config
-        if (
-            self.horizon is not None
-            or cfg.time_budget is None
-            or cfg.decay == "none"
-            or steps_done != BUDGET_CALIBRATION_STEPS
-        ):
-            return
-        per_step = self._session_seconds() / steps_done
-        remaining = max(0.0, cfg.time_budget - self._session_seconds())
-        self.horizon = self.state.step + int(remaining / per_step)
-        self.scheduler.lr_lambdas = [schedule(cfg, self.horizon)] * len(self.scheduler.lr_lambdas)
-        scale_base_lr(self.scheduler, 1.0)
+        seconds = self._session_seconds()
+        horizon = budget_horizon(self.config, self.horizon, steps_done, seconds, self.state.step)
+        if horizon is not None:
+            self.horizon = horizon
+            apply_horizon(self.scheduler, self.config, horizon)
 
     def _train_step(self) -> None:
         """One minibatch: forward, check, backward, clip, update."""
@@ -446,39 +443,17 @@ class FitTrainer:
 
     def _load(self) -> dict:
         """Restore everything from the last checkpoint; return its RNG states."""
-        ckpt = load_checkpoint(self.run_dir, "last")
-        saved_optimizer = ckpt.train_config.get("optimizer")
-        if saved_optimizer != self.config.optimizer:
-            raise ValueError(
-                f"{self.run_dir} was trained with optimizer {saved_optimizer!r}; resume it "
-                f"with optimizer {saved_optimizer!r} or start a new run directory"
-            )
-        ckpt.load_into(self.model)
-        trainer = ckpt.trainer_state
-        try:
-            self.optimizer.load_state_dict(trainer["optimizer"])
-            if trainer["scheduler"] is not None:
-                self.scheduler.load_state_dict(trainer["scheduler"])
-            extra = dict(trainer["extra"])
-            saved_horizon = extra.pop("horizon", None)
-            self.state = _Progress(**extra)
-            rng = trainer["rng"]
-        except (KeyError, TypeError) as error:
-            raise ValueError(
-                f"checkpoint {ckpt.path} lacks trainer state ({error}); it cannot be resumed, "
-                f"start a new run directory"
-            ) from None
-        if self.horizon is None and saved_horizon is not None:
-            # A time-budget run keeps the horizon it calibrated, not a fresh estimate.
-            self.horizon = saved_horizon
-            self.scheduler.lr_lambdas = [schedule(self.config, self.horizon)] * len(
-                self.scheduler.lr_lambdas
-            )
-        scale_base_lr(self.scheduler, 1.0)  # this run's schedule at the saved step
-        self.state.step = int(trainer["step"])
+        model, optimizer, scheduler = self.model, self.optimizer, self.scheduler
+        step, rng, self.horizon = load_for_resume(
+            self.run_dir, model, optimizer, scheduler, self.config, self.horizon, self._restore
+        )
+        self.state.step = step
         self._saved_step = self.state.step
         self.console.print(f"resumed {self.run_dir} at step {self.state.step}")
         return rng
+
+    def _restore(self, extra: dict) -> None:
+        self.state = _Progress(**extra)
 
     # ------------------------------------------------------------------ helpers
 

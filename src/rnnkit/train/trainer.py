@@ -15,11 +15,18 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from rnnkit.atomic import atomic_write_text
-from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from rnnkit.train.checkpoint import save_checkpoint
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.evaluate import evaluate_stream
 from rnnkit.train.guard import LossGuard, Snapshot
-from rnnkit.train.loop import all_finite, catch_interrupt, smoothed
+from rnnkit.train.loop import (
+    all_finite,
+    apply_horizon,
+    budget_horizon,
+    catch_interrupt,
+    load_for_resume,
+    smoothed,
+)
 from rnnkit.train.metrics import MetricsLog
 from rnnkit.train.monitors import (
     PROBE_STEPS,
@@ -32,7 +39,6 @@ from rnnkit.train.optim import (
     build_scheduler,
     current_lr,
     scale_base_lr,
-    schedule,
 )
 from rnnkit.train.plot import plot_losses
 from rnnkit.train.progress import TrainProgress
@@ -95,10 +101,6 @@ class _Progress:
     last_bad: str = ""  # why the most recent bad step was bad
     rollbacks: int = 0
     elapsed: float = 0.0  # seconds of training before this session
-
-
-# Steps timed before a time-budget run fixes the horizon its lr decays over.
-BUDGET_CALIBRATION_STEPS = 20
 
 
 class Trainer:
@@ -249,25 +251,12 @@ class Trainer:
         )
 
     def _fit_schedule_to_budget(self, steps_done: int) -> None:
-        """With only a time budget, decay over the steps the budget is expected to hold.
-
-        The horizon is estimated once, from the speed of this session's first
-        ``BUDGET_CALIBRATION_STEPS`` steps; runs bounded by steps or epochs keep their
-        exact, step-based schedule.
-        """
-        cfg = self.config
-        if (
-            self.horizon is not None
-            or cfg.time_budget is None
-            or cfg.decay == "none"
-            or steps_done != BUDGET_CALIBRATION_STEPS
-        ):
-            return
-        per_step = self._session_seconds() / steps_done
-        remaining = max(0.0, cfg.time_budget - self._session_seconds())
-        self.horizon = self.state.step + int(remaining / per_step)
-        self.scheduler.lr_lambdas = [schedule(cfg, self.horizon)] * len(self.scheduler.lr_lambdas)
-        scale_base_lr(self.scheduler, 1.0)
+        """With only a time budget, decay over the steps the budget is expected to hold."""
+        seconds = self._session_seconds()
+        horizon = budget_horizon(self.config, self.horizon, steps_done, seconds, self.state.step)
+        if horizon is not None:
+            self.horizon = horizon
+            apply_horizon(self.scheduler, self.config, horizon)
 
     def _stop_reason(self) -> str | None:
         cfg, step = self.config, self.state.step
@@ -448,41 +437,12 @@ class Trainer:
 
     def _load(self) -> dict:
         """Restore everything from the last checkpoint; return its RNG states."""
-        ckpt = load_checkpoint(self.run_dir, "last")
-        saved_optimizer = ckpt.train_config.get("optimizer")
-        if saved_optimizer != self.config.optimizer:
-            raise ValueError(
-                f"{self.run_dir} was trained with optimizer {saved_optimizer!r}; resume it "
-                f"with optimizer {saved_optimizer!r} or start a new run directory"
-            )
-        ckpt.load_into(self.model)
-        trainer = ckpt.trainer_state
-        try:
-            self.optimizer.load_state_dict(trainer["optimizer"])
-            if trainer["scheduler"] is not None:
-                self.scheduler.load_state_dict(trainer["scheduler"])
-            extra = dict(trainer["extra"])
-            interval = extra.pop("interval")
-            guard = extra.pop("guard")
-            saved_horizon = extra.pop("horizon", None)
-            self.state = _Progress(**extra)
-            self._interval = _Interval(**interval)
-            self.guard.load_state_dict(guard)
-            rng = trainer["rng"]
-        except (KeyError, TypeError) as error:
-            raise ValueError(
-                f"checkpoint {ckpt.path} lacks trainer state ({error}); it cannot be resumed, "
-                f"start a new run directory"
-            ) from None
-        if self.horizon is None and saved_horizon is not None:
-            # A time-budget run keeps the horizon it calibrated, not a fresh estimate.
-            self.horizon = saved_horizon
-            self.scheduler.lr_lambdas = [schedule(self.config, self.horizon)] * len(
-                self.scheduler.lr_lambdas
-            )
-        scale_base_lr(self.scheduler, 1.0)  # this run's schedule at the saved step
+        model, optimizer, scheduler = self.model, self.optimizer, self.scheduler
+        step, rng, self.horizon = load_for_resume(
+            self.run_dir, model, optimizer, scheduler, self.config, self.horizon, self._restore
+        )
         st = self.state
-        st.step = int(trainer["step"])
+        st.step = step
         if st.carried is not None:
             st.carried = _tree(st.carried, lambda t: t.to(self.device))
             batch = _batch_of(st.carried)
@@ -494,6 +454,11 @@ class Trainer:
         self._saved_step = st.step
         self.console.print(f"resumed {self.run_dir} at step {st.step}")
         return rng
+
+    def _restore(self, extra: dict) -> None:
+        self._interval = _Interval(**extra.pop("interval"))
+        self.guard.load_state_dict(extra.pop("guard"))
+        self.state = _Progress(**extra)
 
     # ------------------------------------------------------------------ helpers
 
