@@ -19,7 +19,7 @@ last) and ``OUT/memory_<task>_T<T>.png`` (test metric against step per cell and 
 the baseline dashed, the threshold dotted; log scale for MSE and cross-entropy).
 
     rnnkit bench memory --quick --out runs/memory-quick          # ~15 s on 2 cores
-    rnnkit bench memory --out runs/memory       # full grid, 90 runs: ~1-1.5 h (estimate)
+    rnnkit bench memory --out runs/memory       # full grid: 90 runs of <= 60 s, <= 1.5 h
     rnnkit bench memory --tasks adding --lengths 200 --cells lstm,irnn,rnn --steps 4000
 """
 
@@ -60,7 +60,11 @@ QUICK = {
     "hidden_size": 32,
     "batch_size": 64,
     "test_size": 500,
+    "time_budget": None,  # 1000 steps of these sizes take a few seconds
 }
+# The full grid's runs stop at ``steps`` or after this many seconds, whichever comes
+# first, which bounds the whole grid: 90 runs on 2 cores in at most 1.5 hours.
+FULL_RUN_SECONDS = 60.0
 EVAL_CHUNK = 1000  # test sequences per forward pass
 
 
@@ -75,7 +79,7 @@ class MemorySettings(JSONSettings):
     cells: tuple = CELLS
     clips: tuple = (1.0, None)  # global gradient-norm clip; None: no clipping
     steps: int = 3000
-    time_budget: float | None = None  # seconds per run
+    time_budget: float | None = FULL_RUN_SECONDS  # seconds per run; None: no limit
     eval_every: int = 100
     hidden_size: int = 64
     batch_size: int = 32
@@ -393,7 +397,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clips", type=_list(_clip), help="comma list of clip norms or none (1,none)")
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, help="optimizer steps per run (3000)")
-    g.add_argument("--time-budget", type=float, help="seconds per run (no limit)")
+    g.add_argument("--time-budget", type=float, help="seconds per run (60; quick: none)")
     g.add_argument("--eval-every", type=int, help="steps between test evaluations (100)")
     g.add_argument("--hidden", type=int, help="hidden units (64)")
     g.add_argument("--batch", type=int, help="batch size (32)")
