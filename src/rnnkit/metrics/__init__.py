@@ -1,4 +1,4 @@
-"""Scores of trained models: classification and forecasting metrics."""
+"""Scores of trained models: classification, forecasting and sequence-to-sequence metrics."""
 
 from rnnkit.metrics.classification import (
     accuracy,
@@ -21,13 +21,18 @@ from rnnkit.metrics.forecast import (
     seasonal_scale,
     smape,
 )
+from rnnkit.metrics.seq2seq import bleu, char_error_rate, edit_distance, exact_match, token_accuracy
 
 __all__ = [
     "METRICS",
     "Backtest",
     "accuracy",
     "backtest",
+    "bleu",
+    "char_error_rate",
     "confusion_matrix",
+    "edit_distance",
+    "exact_match",
     "f1_per_class",
     "format_confusion",
     "format_table",
@@ -40,4 +45,5 @@ __all__ = [
     "seasonal_naive_forecast",
     "seasonal_scale",
     "smape",
+    "token_accuracy",
 ]
