@@ -12,6 +12,7 @@ from rnnkit.cli.classify import add_classify_parser
 from rnnkit.cli.diagnose import add_diagnose_parser
 from rnnkit.cli.errors import fail
 from rnnkit.cli.esn import add_esn_parser
+from rnnkit.cli.export import add_export_parser
 from rnnkit.cli.forecast import add_forecast_parser
 from rnnkit.cli.lm import add_lm_parser, add_sample_parser
 
@@ -22,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{lm,sample,classify,forecast,esn,diagnose,bench}"
+        dest="command",
+        required=True,
+        metavar="{lm,sample,classify,forecast,esn,diagnose,bench,export}",
     )
     add_lm_parser(sub)
     add_sample_parser(sub)
@@ -31,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_esn_parser(sub)
     add_diagnose_parser(sub)
     add_bench_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
