@@ -6,12 +6,17 @@ Tests that need the fused engine's C++ kernels skip where they cannot be built;
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
+# "fused" as its own word in a test id ("test_fused_lstm", "[fused]"), not in "refused".
+FUSED = re.compile(r"(?<![a-z])fused")
+
 
 def pytest_collection_modifyitems(config, items):
-    needs = [i for i in items if "fused" in i.nodeid or i.get_closest_marker("fused")]
+    needs = [i for i in items if FUSED.search(i.nodeid) or i.get_closest_marker("fused")]
     if not needs:
         return
     from rnnkit.engines.fused import build

@@ -15,6 +15,7 @@ from rnnkit.cli.esn import add_esn_parser
 from rnnkit.cli.export import add_export_parser
 from rnnkit.cli.forecast import add_forecast_parser
 from rnnkit.cli.lm import add_lm_parser, add_sample_parser
+from rnnkit.cli.serve import add_serve_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_diagnose_parser(sub)
     add_bench_parser(sub)
     add_export_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 
