@@ -23,6 +23,7 @@ from rnnkit.cli.errors import UsageError
 from rnnkit.cli.lm import add_run_options, flags, resolve_device
 from rnnkit.cli.runs import open_run, refuse_existing, resumed_run
 from rnnkit.models.builder import CELL_KINDS
+from rnnkit.train import distributed
 
 TASK = "classify"
 DEFAULT_RUN = "runs/classify"
@@ -294,6 +295,7 @@ def _batches(data, batch_size: int, *, shuffle: bool, seed: int = 0):
 # ------------------------------------------------------------------------------ train
 
 
+@distributed.with_teardown
 def train_command(args) -> int:
     from rnnkit.data.labeled import LabeledTexts
     from rnnkit.data.vocab import Vocab
@@ -307,7 +309,7 @@ def train_command(args) -> int:
     from rnnkit.train.fit import FitTrainer
 
     run_dir = Path(args.out)
-    device = resolve_device(args.device)
+    device = distributed.init(resolve_device(args.device))  # under torchrun: join the group
     stop_flags = flags(args, ("max_steps", "epochs", "time_budget"))
     data_flags = flags(args, DATA_SETTINGS)
 
@@ -374,7 +376,7 @@ def train_command(args) -> int:
         "kind": train.kind,
         "num_features": train.num_features,
     }
-    if not args.resume:
+    if not args.resume and distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         if vocab is not None:
             vocab.save(run_dir / "vocab.json")
@@ -396,6 +398,8 @@ def train_command(args) -> int:
         resume=args.resume,
     )
     trainer.fit()
+    if not distributed.is_main():
+        return 0  # rank 0 reports
 
     model, _, _ = load_run(run_dir, "best")
     model.to(device)

@@ -30,6 +30,7 @@ from rnnkit.cli.errors import UsageError
 from rnnkit.cli.lm import add_run_options, flags, resolve_device
 from rnnkit.cli.runs import open_run, refuse_existing, resumed_run
 from rnnkit.models.builder import CELL_KINDS
+from rnnkit.train import distributed
 
 DEFAULT_RUN = "runs/forecast"
 DEFAULT_EPOCHS = 50  # when neither the flags, the config nor the example set a stopping rule
@@ -274,6 +275,7 @@ def _series_for(args, meta: dict) -> tuple[np.ndarray, str]:
 # ---------------------------------------------------------------------------- train
 
 
+@distributed.with_teardown
 def train_command(args) -> int:
     import torch
 
@@ -282,7 +284,7 @@ def train_command(args) -> int:
     from rnnkit.train.fit import FitConfig, FitTrainer
 
     run_dir = Path(args.out)
-    device = resolve_device(args.device)
+    device = distributed.init(resolve_device(args.device))  # under torchrun: join the group
     stop_flags = flags(args, STOP_SETTINGS)
     if args.resume:
         checkpoint, saved = resumed_run(args, SETTINGS, "forecast", "forecast train")
@@ -341,12 +343,13 @@ def train_command(args) -> int:
     split, scaler = data.split, data.scaler
     _check_season(data_cfg.season, split)
     train, val, metrics_fn, monitor = _training_data(data, model_cfg, train_cfg)
-    print(
-        f"{_source(data_cfg)}: {len(values)} rows of {', '.join(columns)}; "
-        f"train {split.n_train}, validation {split.n_val}, test {split.n_test} rows; "
-        f"{train.num_examples} training windows ({model_cfg.mode}, window {model_cfg.window}, "
-        f"horizon {model_cfg.horizon})"
-    )
+    if distributed.is_main():  # rank 0 speaks for all
+        print(
+            f"{_source(data_cfg)}: {len(values)} rows of {', '.join(columns)}; "
+            f"train {split.n_train}, validation {split.n_val}, test {split.n_test} rows; "
+            f"{train.num_examples} training windows ({model_cfg.mode}, window {model_cfg.window}, "
+            f"horizon {model_cfg.horizon})"
+        )
     meta = {
         "task": "forecast",
         "format": RUN_FORMAT,
@@ -365,6 +368,7 @@ def train_command(args) -> int:
         train_cfg,
         run_dir,
         loss_fn=lambda m, b: m.loss(b["x"], b["y"], b["w"]),
+        loss_weight=lambda b: float(b["w"].sum()),  # the loss is a mean over weighted steps
         metrics_fn=metrics_fn,
         monitor=monitor,
         meta=meta,
@@ -372,6 +376,8 @@ def train_command(args) -> int:
         resume=args.resume,
     )
     trainer.fit()
+    if not distributed.is_main():
+        return 0  # rank 0 reports
     model = load_run(run_dir, "best")[0].to(device)
     result = run_backtest(model, values, split, data_cfg.season, data_cfg.every)
     _report(result, run_dir, "best", _source(data_cfg), split)

@@ -13,6 +13,7 @@ from rnnkit.cli.config import merge, read_toml, table
 from rnnkit.cli.errors import UsageError
 from rnnkit.cli.runs import open_run, refuse_existing, resumed_run
 from rnnkit.models import CELL_KINDS, LanguageModel, LMConfig
+from rnnkit.train import distributed
 
 DEFAULT_RUN = "runs/lm"
 DEFAULT_EPOCHS = 10  # when no stopping rule is given at all
@@ -120,13 +121,14 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
+@distributed.with_teardown
 def train_command(args) -> int:
     from rnnkit.data import StreamBatches, Vocab, encode_file, split_tokens, write_builtin_corpus
     from rnnkit.sample import generate
     from rnnkit.train import TrainConfig, Trainer
 
     run_dir = Path(args.out)
-    device = resolve_device(args.device)
+    device = distributed.init(resolve_device(args.device))  # under torchrun: join the group
     stop_flags = flags(args, ("max_steps", "epochs", "time_budget"))
 
     if args.resume:
@@ -144,14 +146,18 @@ def train_command(args) -> int:
         if all(train_table.get(k) is None and v is None for k, v in stop_flags.items()):
             stop_flags["epochs"] = DEFAULT_EPOCHS
         train_cfg = merge(TrainConfig, train_table, train_flags, stop_flags)
+        distributed.check_divisible(train_cfg.batch_size)  # before anything is written
         model_flags = flags(args, MODEL_SETTINGS)
         # Checked now (with a stand-in vocabulary size) so a bad option writes nothing.
         model_cfg = merge(LMConfig, table(config, "model"), model_flags, vocab_size=1)
         if data_cfg.text:
             vocab = Vocab.build(data_cfg.text, kind=data_cfg.tokens, max_size=data_cfg.max_vocab)
         else:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            corpus = write_builtin_corpus(run_dir / "corpus.txt")
+            if distributed.is_main():  # rank 0 writes; the others read it after the barrier
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_builtin_corpus(run_dir / "corpus.txt")
+            distributed.barrier()
+            corpus = run_dir / "corpus.txt"
             vocab = Vocab.build(corpus, kind=data_cfg.tokens, max_size=data_cfg.max_vocab)
         model_cfg = replace(model_cfg, vocab_size=len(vocab))
         if data_cfg.text:  # absolute, so a resume from elsewhere finds the same file
@@ -163,7 +169,7 @@ def train_command(args) -> int:
     train = StreamBatches(train_ids, train_cfg.batch_size, train_cfg.seq_len)
     val_batch = max(1, min(train_cfg.batch_size, len(val_ids) // (train_cfg.seq_len + 1)))
     val = StreamBatches(val_ids, val_batch, train_cfg.seq_len)
-    if not args.resume:
+    if not args.resume and distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         vocab.save(run_dir / "vocab.json")
 
@@ -180,6 +186,8 @@ def train_command(args) -> int:
         resume=args.resume,
     )
     trainer.fit()  # reports where it stopped and the best validation loss
+    if not distributed.is_main():
+        return 0  # rank 0 shows the sample
     if args.sample_length > 0:
         print("--- sample ---")
         for piece in generate(model, vocab, length=args.sample_length, temperature=0.8, seed=0):

@@ -16,6 +16,7 @@ to start chunk ``i+1``'s row ``b`` from: carry it (detached) between chunks.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import numpy as np
@@ -66,6 +67,25 @@ class StreamBatches:
 
     def __len__(self) -> int:
         return self.num_chunks
+
+    def part(self, index: int, parts: int) -> StreamBatches:
+        """Streams ``index*B/parts ... (index+1)*B/parts - 1``, the same chunks cut to them.
+
+        One process's share in data-parallel training: chunk ``i`` of the part is the
+        columns of chunk ``i`` for those streams. ``B`` must be a multiple of ``parts``.
+        """
+        if self.batch_size % parts:
+            raise ValueError(
+                f"batch_size {self.batch_size} does not split evenly over {parts} processes; "
+                f"use a multiple of {parts}"
+            )
+        if not 0 <= index < parts:
+            raise ValueError(f"part {index} is out of range for {parts} parts")
+        size = self.batch_size // parts
+        share = copy.copy(self)
+        share.batch_size = size
+        share.streams = self.streams[index * size : (index + 1) * size]  # (B / parts, L) view
+        return share
 
     def chunk(self, i: int) -> tuple[Tensor, Tensor]:
         """Inputs and targets of chunk ``i``, each ``(seq_len, batch_size)`` int64."""

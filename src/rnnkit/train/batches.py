@@ -66,8 +66,19 @@ class Batches:
         return self._order[1]
 
     def batch(self, step: int) -> dict[str, Tensor]:
+        return self.take(self.rows(step))
+
+    def rows(self, step: int) -> Tensor:
+        """The example indices of the ``step``-th minibatch."""
         epoch, index = divmod(int(step), self.num_batches)
-        rows = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+
+    def take(self, rows: Tensor) -> dict[str, Tensor]:
+        """The examples ``rows`` as a batch, padded time dimensions cut to their longest sequence.
+
+        ``batch(step)`` is ``take(rows(step))``; a data-parallel process takes its slice of
+        ``rows(step)``.
+        """
         out = {name: t[rows] for name, t in self.tensors.items()}
         if self.lengths_key is not None and self.time_keys:
             longest = int(out[self.lengths_key].max())

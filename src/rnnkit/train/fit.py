@@ -8,6 +8,7 @@ and last checkpoints, exact resume, progress bar, ``metrics.csv``, ``loss.png``)
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -21,6 +22,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from rnnkit.atomic import atomic_write_text
+from rnnkit.train import distributed
 from rnnkit.train.batches import Batches
 from rnnkit.train.checkpoint import save_checkpoint
 from rnnkit.train.config import FitConfig
@@ -31,6 +33,7 @@ from rnnkit.train.loop import (
     budget_horizon,
     catch_interrupt,
     load_for_resume,
+    open_metrics,
     smoothed,
 )
 from rnnkit.train.metrics import MetricsLog
@@ -58,6 +61,7 @@ STOP_REASONS = ("max_steps", "epochs", "time_budget", "early_stopping", "interru
 
 LossFn = Callable[[nn.Module, dict[str, Tensor]], Tensor]
 MetricsFn = Callable[[nn.Module, Batches], dict[str, float]]
+WeightFn = Callable[[dict[str, Tensor]], float]
 
 
 @dataclass
@@ -118,6 +122,12 @@ class FitTrainer:
     continues from the last checkpoint; on the CPU the continued run takes exactly
     the steps (same losses) the uninterrupted one would. ``meta`` is stored in every
     checkpoint's ``config.json``. The model needs ``.config.to_dict()``.
+
+    Under ``torchrun`` (see :mod:`rnnkit.train.distributed`) each process trains on a
+    slice of every minibatch and the update is the one a single process makes on the
+    whole minibatch: ``loss_weight(batch)`` says what ``loss_fn``'s mean is over (by
+    default the batch's examples; e.g. the summed step weights of a weighted mean), and
+    each process's loss counts in proportion. Rank 0 alone writes the files.
     """
 
     def __init__(
@@ -130,6 +140,7 @@ class FitTrainer:
         *,
         loss_fn: LossFn,
         metrics_fn: MetricsFn | None = None,
+        loss_weight: WeightFn | None = None,
         monitor: str = "val_loss",
         mode: str = "min",
         meta: dict | None = None,
@@ -160,10 +171,13 @@ class FitTrainer:
         self.config = config
         self.loss_fn = loss_fn
         self.metrics_fn = metrics_fn
+        self.loss_weight = loss_weight or _examples
         self.monitor = monitor
         self.mode = mode
         self.meta = dict(meta or {})
         self.console = console or Console(stderr=True)
+        if not distributed.is_main():
+            self.console = Console(quiet=True)  # rank 0 speaks for all
         self.show_progress = progress
         self.resume = resume
         self.device = next(model.parameters()).device
@@ -192,13 +206,16 @@ class FitTrainer:
             )
         self._fitted = True
         rng = self._load() if self.resume else None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.config.to_dict(), indent=2) + "\n"
-        atomic_write_text(self.run_dir / "train_config.json", text)
+        if distributed.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(self.config.to_dict(), indent=2) + "\n"
+            atomic_write_text(self.run_dir / "train_config.json", text)
+        # What the steps run: loss_fn as a module, inside DDP when data-parallel.
+        self.net = distributed.wrap(distributed.Objective(self.model, self.loss_fn), self.device)
         if rng is None:
-            seed_everything(self.config.seed)
+            seed_everything(distributed.rank_seed(self.config.seed, self.state.step))
         self._snapshot = Snapshot.take(self.state.step, self.model, self.optimizer)
-        metrics = MetricsLog(
+        metrics = open_metrics(
             self.run_dir,
             resume_step=self.state.step if self.resume else None,
             columns=COLUMNS,
@@ -210,7 +227,7 @@ class FitTrainer:
             with (
                 TrainProgress(
                     self.console,
-                    enabled=self.show_progress,
+                    enabled=self.show_progress and distributed.is_main(),
                     total=self.horizon,
                     done=self.state.step,
                 ) as bar,
@@ -234,13 +251,18 @@ class FitTrainer:
             self._save("last")
         if final_best:
             self._save("best")
-        plot_losses(self.state.history, self.run_dir / "loss.png")
+        if distributed.is_main():
+            plot_losses(self.state.history, self.run_dir / "loss.png")
         self._report_end(reason)
+        distributed.barrier()  # every process returns with the run directory complete
         st = self.state
         return FitResult(st.step, st.best, st.best_metrics, st.history, reason)
 
     def _stop_reason(self) -> str | None:
         cfg, step = self.config, self.state.step
+        time_up = cfg.time_budget is not None and self._session_seconds() >= cfg.time_budget
+        # The same verdict on every process: interrupted on any, out of time by rank 0's clock.
+        self._interrupted, time_up = distributed.sync_flags(self._interrupted, time_up)
         if self._early_stop:
             return "early_stopping"
         if cfg.max_steps is not None and step >= cfg.max_steps:
@@ -249,7 +271,7 @@ class FitTrainer:
             return "epochs"
         if self._interrupted:
             return "interrupted"
-        if cfg.time_budget is not None and self._session_seconds() >= cfg.time_budget:
+        if time_up:
             return "time_budget"
         return None
 
@@ -258,30 +280,39 @@ class FitTrainer:
         seconds = self._session_seconds()
         horizon = budget_horizon(self.config, self.horizon, steps_done, seconds, self.state.step)
         if horizon is not None:
-            self.horizon = horizon
+            self.horizon = horizon = distributed.from_main(horizon)  # rank 0's clock decides
             apply_horizon(self.scheduler, self.config, horizon)
 
     def _train_step(self) -> None:
         """One minibatch: forward, check, backward, clip, update."""
         cfg, st = self.config, self.state
-        batch = self._to_device(self.train.batch(st.step))
+        # This process's slice of the minibatch (all of it alone), and the minibatch's size.
+        batch, real, examples = distributed.shard_batch(self.train, st.step)
+        batch = self._to_device(batch)
         tick = time.perf_counter()
         if (st.step + 1) % cfg.log_every == 0:  # this step ends on a log row
-            st.gate_sat = gate_saturation(self.model, lambda: self.loss_fn(self.model, batch))
+            st.gate_sat = gate_saturation(
+                self.model,
+                lambda: self.loss_fn(self.model, batch),
+                combine=functools.partial(distributed.all_sum_tensor, include=real),
+            )
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model, batch)
-        loss_value = float(loss.detach())
+        loss = self.net(batch)  # loss_fn(model, batch)
+        weight = self.loss_weight(batch) if real else 0.0
+        # The minibatch's mean over all processes, and this process's share of the gradient.
+        loss_value, scale = distributed.weighted_mean(float(loss.detach()), weight)
         self._last_lr = current_lr(self.optimizer)
-        bad = None if math.isfinite(loss_value) else f"loss {loss_value}"
+        bad = distributed.agree(None if math.isfinite(loss_value) else f"loss {loss_value}")
         norm_value = math.nan
         if bad is None:
-            loss.backward()
+            distributed.scaled(loss, scale).backward()
             params = [p for p in self.model.parameters() if p.grad is not None]
             groups = group_grad_norms(self.model.named_parameters())  # before clipping
             # Returns the norm before clipping; max_norm=inf only measures it.
             norm_value = float(nn.utils.clip_grad_norm_(params, cfg.clip_norm or math.inf))
             bad = None if math.isfinite(norm_value) else f"gradient norm {norm_value}"
+            bad = distributed.agree(bad)
         if bad is None:
             if cfg.clip_value is not None:
                 nn.utils.clip_grad_value_(params, cfg.clip_value)
@@ -304,7 +335,6 @@ class FitTrainer:
             self.scheduler.step()
         st.step += 1
         seconds = time.perf_counter() - tick
-        examples = next(iter(batch.values())).shape[0]
         st.examples += examples
         st.seconds += seconds
         speed = examples / seconds if seconds > 0 else math.nan
@@ -335,7 +365,7 @@ class FitTrainer:
     def _evaluate_and_log(self, metrics: MetricsLog) -> bool:
         """Validate, log the row, track the best; True when the monitored figure improved."""
         st = self.state
-        figures = self.evaluate()
+        figures = distributed.on_main(self.evaluate)
         st.evaluated_step = st.step
         value = figures.get(self.monitor)
         if value is None:
@@ -422,22 +452,25 @@ class FitTrainer:
     # ------------------------------------------------------------ checkpoints
 
     def _save(self, tag: str) -> None:
+        """Checkpoint the run (rank 0 writes; every process takes part)."""
         st = self.state
         extra = {f.name: getattr(st, f.name) for f in fields(st)}
         extra["elapsed"] = self._elapsed()
         extra["horizon"] = self.horizon
-        save_checkpoint(
-            self.run_dir,
-            tag,
-            model=self.model,
-            model_config=self.model.config.to_dict(),
-            train_config=self.config.to_dict(),
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            step=st.step,
-            extra=extra,
-            meta=self.meta,
-        )
+        extra.update(distributed.rng_states())  # every process's, when data-parallel
+        if distributed.is_main():
+            save_checkpoint(
+                self.run_dir,
+                tag,
+                model=self.model,
+                model_config=self.model.config.to_dict(),
+                train_config=self.config.to_dict(),
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                step=st.step,
+                extra=extra,
+                meta=self.meta,
+            )
         if tag == "last":
             self._saved_step = st.step
 
@@ -479,6 +512,11 @@ class FitTrainer:
             name = self.monitor.replace("_", " ")
             text += f"; best {name} {self.state.best:.4g}"
         self.console.print(text)
+
+
+def _examples(batch: dict[str, Tensor]) -> float:
+    """The default ``loss_weight``: the batch's number of examples."""
+    return float(next(iter(batch.values())).shape[0])
 
 
 __all__ = ["Batches", "FitConfig", "FitResult", "FitTrainer"]

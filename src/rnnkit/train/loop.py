@@ -1,4 +1,4 @@
-"""Pieces both training loops share: Ctrl-C, display smoothing, time budgets, resuming."""
+"""Pieces both training loops share: Ctrl-C, display smoothing, time budgets, resuming, logs."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from rnnkit.train import distributed
 from rnnkit.train.checkpoint import load_checkpoint
 from rnnkit.train.config import FitConfig
+from rnnkit.train.metrics import MetricsLog
 from rnnkit.train.optim import scale_base_lr, schedule
 
 # Weight of the newest step in the progress bar's moving averages of loss and speed.
@@ -93,14 +95,15 @@ def load_for_resume(
     config: FitConfig,
     horizon: int | None,
     restore: Callable[[dict], None],
-) -> tuple[int, dict, int | None]:
+) -> tuple[int, dict | None, int | None]:
     """Load ``run_dir``'s last checkpoint into the model, optimizer and scheduler.
 
     ``restore(extra)`` rebuilds the trainer's own progress from the checkpoint's
     ``extra`` (a KeyError or TypeError there means the checkpoint cannot be resumed).
     The schedule follows this run's ``config`` at the saved step, towards ``horizon``
     or, for a time-budget run, the horizon it calibrated (not a fresh estimate).
-    Returns the saved step, the RNG states and the horizon.
+    Returns the saved step, the RNG states (None: this process is to be seeded afresh,
+    see :func:`rnnkit.train.distributed.resumed_rng`) and the horizon.
     """
     ckpt = load_checkpoint(run_dir, "last")
     saved_optimizer = ckpt.train_config.get("optimizer")
@@ -117,8 +120,10 @@ def load_for_resume(
             scheduler.load_state_dict(trainer["scheduler"])
         extra = dict(trainer["extra"])
         saved_horizon = extra.pop("horizon", None)
+        rank_rng = extra.pop("rank_rng", None)  # every process's, from a data-parallel run
         restore(extra)
-        step, rng = int(trainer["step"]), trainer["rng"]
+        step = int(trainer["step"])
+        rng = distributed.resumed_rng(trainer["rng"], rank_rng)
     except (KeyError, TypeError) as error:
         raise ValueError(
             f"checkpoint {ckpt.path} lacks trainer state ({error}); it cannot be resumed, "
@@ -129,3 +134,18 @@ def load_for_resume(
         apply_horizon(scheduler, config, horizon)
     scale_base_lr(scheduler, 1.0)  # this run's schedule at the saved step
     return step, rng, horizon
+
+
+class _NoLog:
+    """The metrics log of a data-parallel process other than rank 0: writes nothing."""
+
+    def write(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_metrics(run_dir: Path, **options) -> MetricsLog | _NoLog:
+    """``MetricsLog(run_dir, **options)`` on rank 0 (or a single process); else no log."""
+    return MetricsLog(run_dir, **options) if distributed.is_main() else _NoLog()

@@ -89,7 +89,11 @@ def gated_layers(model: nn.Module) -> dict[str, Recurrent]:
 
 @torch.no_grad()
 def gate_saturation(
-    model: nn.Module, forward: Callable[[], object], max_steps: int = PROBE_STEPS
+    model: nn.Module,
+    forward: Callable[[], object],
+    max_steps: int = PROBE_STEPS,
+    *,
+    combine: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
     """``{"gate_sat/<layer>/<gate>": fraction}`` for one probe pass of ``forward()``.
 
@@ -98,6 +102,10 @@ def gate_saturation(
     are drawn. Each layer is stepped over the first ``max_steps`` steps it reads (a
     reverse layer: the batch's last ``max_steps`` time steps), which keeps the probe's
     cost to a few percent of training.
+
+    ``combine`` maps the ``(K, 2)`` float64 counts (saturated values, values) of the K
+    figures to the counts to divide, e.g. their sum over data-parallel processes, so the
+    fractions are those of the whole batch.
     """
     layers = gated_layers(model)
     if not layers:
@@ -107,15 +115,24 @@ def gate_saturation(
     try:
         with _recording(layers) as inputs:
             forward()
-        figures = {}
+        counts = {}
         for name, layer in layers.items():
             for x, state, lengths in inputs[name]:
                 saturation = _layer_saturation(layer, x, state, lengths, max_steps)
-                for gate, fraction in saturation.items():
-                    figures[f"gate_sat/{name}/{gate}"] = fraction
+                for gate, pair in saturation.items():
+                    counts[f"gate_sat/{name}/{gate}"] = pair
     finally:
         model.train(was_training)
-    return figures
+    if not counts:
+        return {}
+    table = torch.stack([torch.stack(pair) for pair in counts.values()])  # (K, 2)
+    if combine is not None:
+        table = combine(table)
+    table = table.cpu().tolist()  # one device sync for all figures
+    return {
+        name: saturated / total if total else math.nan
+        for name, (saturated, total) in zip(counts, table, strict=True)
+    }
 
 
 @contextmanager
@@ -143,8 +160,11 @@ def _recording(layers: dict[str, Recurrent]):
 
 def _layer_saturation(
     layer: Recurrent, x: Tensor, state, lengths, max_steps: int
-) -> dict[str, float]:
-    """Saturated fraction of each sigmoid gate of ``layer`` stepped over ``x`` (T, B, I)."""
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Saturated and all values of each sigmoid gate of ``layer`` stepped over ``x`` (T, B, I).
+
+    Both counts are float64 scalars on ``x``'s device.
+    """
     cell = layer.cell
     T, B = x.shape[:2]
     if state is None:
@@ -176,6 +196,5 @@ def _layer_saturation(
                 torch.where(keep.view(-1, *([1] * (n.dim() - 1))), n, s)
                 for n, s in zip(new, state, strict=True)
             )
-    if count == 0:
-        return {gate: math.nan for gate in cell.sigmoid_gates}
-    return {gate: float(s) / count for gate, s in saturated.items()}
+    total = x.new_tensor(float(count), dtype=torch.float64)
+    return {gate: (s, total) for gate, s in saturated.items()}

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from rnnkit.atomic import atomic_write_text
+from rnnkit.train import distributed
 from rnnkit.train.checkpoint import save_checkpoint
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.evaluate import evaluate_stream
@@ -25,6 +26,7 @@ from rnnkit.train.loop import (
     budget_horizon,
     catch_interrupt,
     load_for_resume,
+    open_metrics,
     smoothed,
 )
 from rnnkit.train.metrics import MetricsLog
@@ -130,6 +132,10 @@ class Trainer:
     ``resume=True`` continues from ``run_dir``'s last checkpoint; on the CPU the
     continued run takes exactly the steps (same losses) the uninterrupted one would.
     ``meta`` is stored in every checkpoint's ``config.json`` (data paths, vocabulary, …).
+
+    Under ``torchrun`` (see :mod:`rnnkit.train.distributed`) each process trains on
+    ``B / N`` of the streams and the update is the one a single process makes on all ``B``;
+    rank 0 alone writes the files.
     """
 
     def __init__(
@@ -171,11 +177,13 @@ class Trainer:
                 f"run directory"
             )
         self.model = model
-        self.train = train
+        self.train = distributed.shard_streams(train)  # this process's streams
         self.val = val
         self.config = config
         self.meta = dict(meta or {})
         self.console = console or Console(stderr=True)
+        if not distributed.is_main():
+            self.console = Console(quiet=True)  # rank 0 speaks for all
         self.show_progress = progress
         self.resume = resume
         self.device = next(model.parameters()).device
@@ -205,13 +213,15 @@ class Trainer:
             )
         self._fitted = True
         rng = self._load() if self.resume else None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.config.to_dict(), indent=2) + "\n"
-        atomic_write_text(self.run_dir / "train_config.json", text)
+        if distributed.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(self.config.to_dict(), indent=2) + "\n"
+            atomic_write_text(self.run_dir / "train_config.json", text)
+        self.net = distributed.wrap(self.model, self.device)  # inside DDP when data-parallel
         if rng is None:
-            seed_everything(self.config.seed)
+            seed_everything(distributed.rank_seed(self.config.seed, self.state.step))
         self._snapshot = Snapshot.take(self.state.step, self.model, self.optimizer)
-        metrics = MetricsLog(self.run_dir, resume_step=self.state.step if self.resume else None)
+        metrics = open_metrics(self.run_dir, resume_step=self.state.step if self.resume else None)
         try:
             if rng is not None:
                 restore_rng(rng)  # last, so that nothing above draws from the restored streams
@@ -219,7 +229,7 @@ class Trainer:
             with (
                 TrainProgress(
                     self.console,
-                    enabled=self.show_progress,
+                    enabled=self.show_progress and distributed.is_main(),
                     total=self.horizon,
                     done=self.state.step,
                 ) as bar,
@@ -239,8 +249,10 @@ class Trainer:
             self.console.print(f"step {self.state.step}: interrupted; saving and stopping")
         if self._saved_step != self.state.step:
             self._save("last")
-        plot_losses(self.state.history, self.run_dir / "loss.png", "loss (nats per token)")
+        if distributed.is_main():
+            plot_losses(self.state.history, self.run_dir / "loss.png", "loss (nats per token)")
         self._report_end(reason)
+        distributed.barrier()  # every process returns with the run directory complete
         return TrainResult(
             step=self.state.step,
             best_val_loss=self.state.best_val,
@@ -255,11 +267,14 @@ class Trainer:
         seconds = self._session_seconds()
         horizon = budget_horizon(self.config, self.horizon, steps_done, seconds, self.state.step)
         if horizon is not None:
-            self.horizon = horizon
+            self.horizon = horizon = distributed.from_main(horizon)  # rank 0's clock decides
             apply_horizon(self.scheduler, self.config, horizon)
 
     def _stop_reason(self) -> str | None:
         cfg, step = self.config, self.state.step
+        time_up = cfg.time_budget is not None and self._session_seconds() >= cfg.time_budget
+        # The same verdict on every process: interrupted on any, out of time by rank 0's clock.
+        self._interrupted, time_up = distributed.sync_flags(self._interrupted, time_up)
         if self._early_stop:
             return "early_stopping"
         if cfg.max_steps is not None and step >= cfg.max_steps:
@@ -268,7 +283,7 @@ class Trainer:
             return "epochs"
         if self._interrupted:
             return "interrupted"
-        if cfg.time_budget is not None and self._session_seconds() >= cfg.time_budget:
+        if time_up:
             return "time_budget"
         return None
 
@@ -276,7 +291,7 @@ class Trainer:
         """One chunk: forward, guard, backward, clip, update; the carried state moves on."""
         cfg, st = self.config, self.state
         index = st.step % self.train.num_chunks
-        x, y = self.train.chunk(index)
+        x, y = self.train.chunk(index)  # (T, B) of this process's streams
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if index == 0 or not cfg.carry_state or st.carried is None:
             state = self.model.init_state(x.shape[1])  # zeros
@@ -286,24 +301,27 @@ class Trainer:
         if (st.step + 1) % cfg.log_every == 0:  # this step ends with a metrics row
             # The probe reads only the first PROBE_STEPS steps: run no more than those.
             head = x[:PROBE_STEPS]  # (≤ PROBE_STEPS, B)
-            self._interval.gate_sat = gate_saturation(self.model, lambda: self.model(head, state))
+            self._interval.gate_sat = gate_saturation(
+                self.model, lambda: self.model(head, state), combine=distributed.all_sum_tensor
+            )
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        logits, final = self.model(x, state)  # (T, B, V)
+        logits, final = self.net(x, state)  # (T, B, V)
         vocab = logits.shape[-1]
         loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))  # nats per token
-        loss_value = loss.item()
+        # Over all processes' tokens; equal shares, so the scale is 1.
+        loss_value, scale = distributed.weighted_mean(loss.item(), y.numel())
         self._last_lr = current_lr(self.optimizer)
-        bad = self.guard.check_loss(loss_value, vocab)
+        bad = distributed.agree(self.guard.check_loss(loss_value, vocab))
         norm_value = math.nan
         if bad is None:
-            loss.backward()
+            distributed.scaled(loss, scale).backward()
             params = [p for p in self.model.parameters() if p.grad is not None]
             groups = group_grad_norms(self.model.named_parameters())  # before clipping
             # Returns the norm before clipping; max_norm=inf only measures it.
             norm = nn.utils.clip_grad_norm_(params, cfg.clip_norm or math.inf)
             norm_value = float(norm)
-            bad = self.guard.check_grad_norm(norm_value)
+            bad = distributed.agree(self.guard.check_grad_norm(norm_value))
         if bad is None:
             if cfg.clip_value is not None:
                 nn.utils.clip_grad_value_(params, cfg.clip_value)
@@ -327,10 +345,11 @@ class Trainer:
             self.scheduler.step()
         st.step += 1
         seconds = time.perf_counter() - tick
-        self._interval.tokens += x.numel()
+        tokens = x.numel() * distributed.world_size()  # of all processes
+        self._interval.tokens += tokens
         self._interval.seconds += seconds
         # The bar shows moving averages: one step's figures jump with the system's load.
-        speed = x.numel() / seconds if seconds > 0 else math.nan
+        speed = tokens / seconds if seconds > 0 else math.nan
         self._display = tuple(
             smoothed(old, new) for old, new in zip(self._display, (loss_value, speed), strict=True)
         )
@@ -349,7 +368,7 @@ class Trainer:
             self._roll_back()
         val_loss, improved = None, False
         if self.val is not None and st.step % cfg.eval_every == 0:
-            val_loss = self.evaluate()
+            val_loss = distributed.on_main(self.evaluate)
             improved = math.isfinite(val_loss) and (st.best_val is None or val_loss < st.best_val)
             if improved:
                 st.best_val, st.evals_since_best = val_loss, 0
@@ -414,24 +433,29 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
 
     def _save(self, tag: str) -> None:
+        """Checkpoint the run (rank 0 writes; every process takes part)."""
         st = self.state
         extra = {f.name: getattr(st, f.name) for f in fields(st)}  # shallow: no tensor copies
         extra["elapsed"] = self._elapsed()
         extra["interval"] = asdict(self._interval)
         extra["guard"] = self.guard.state_dict()
         extra["horizon"] = self.horizon
-        save_checkpoint(
-            self.run_dir,
-            tag,
-            model=self.model,
-            model_config=self.model_config,
-            train_config=self.config.to_dict(),
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            step=st.step,
-            extra=extra,
-            meta=self.meta,
-        )
+        extra.update(distributed.rng_states())  # every process's, when data-parallel
+        if st.carried is not None:
+            extra["carried"] = distributed.gather_rows(st.carried)  # all B streams
+        if distributed.is_main():
+            save_checkpoint(
+                self.run_dir,
+                tag,
+                model=self.model,
+                model_config=self.model_config,
+                train_config=self.config.to_dict(),
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                step=st.step,
+                extra=extra,
+                meta=self.meta,
+            )
         if tag == "last":
             self._saved_step = st.step
 
@@ -451,6 +475,7 @@ class Trainer:
                     f"{self.run_dir} was trained with batch_size {batch}; resume it with "
                     f"batch_size {batch}"
                 )
+            st.carried = distributed.rank_rows(st.carried)  # this process's streams
         self._saved_step = st.step
         self.console.print(f"resumed {self.run_dir} at step {st.step}")
         return rng
