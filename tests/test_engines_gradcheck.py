@@ -50,4 +50,6 @@ def test_engine_gradcheck(engine, name, reverse):
 @pytest.mark.fused
 def test_every_engine_has_cases():
     covered = {engine for engine, _ in (p.values for p in cases())}
-    assert covered == set(ENGINES)
+    # triton runs CUDA tensors only; its float64 gradchecks run under Triton's interpreter
+    # in tests/test_triton_engine.py.
+    assert covered == set(ENGINES) - {"triton"}

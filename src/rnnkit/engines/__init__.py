@@ -2,8 +2,9 @@
 
 ``loop`` is the reference (autograd through the cell's step); ``native`` calls
 PyTorch's own kernels where a cell is exactly a plain RNN / LSTM / GRU; ``fused`` is
-rnnkit's C++ recurrence with hand-written BPTT. ``auto`` takes the first engine of
-:func:`auto_order` that supports the configuration.
+rnnkit's C++ recurrence with hand-written BPTT; ``triton`` runs Triton GPU kernels
+that keep the recurrent weights on chip across steps (CUDA only; imported lazily).
+``auto`` takes the first engine of :func:`auto_order` that supports the configuration.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from rnnkit.engines.base import Engine, Unroll, reverse_padded
 from rnnkit.engines.fused import FusedEngine
 from rnnkit.engines.loop import LoopEngine
 from rnnkit.engines.native import NativeEngine, native_kernel
+from rnnkit.engines.triton import TritonEngine
 
 ENGINES: dict[str, Engine] = {
     "loop": LoopEngine(),
     "native": NativeEngine(),
     "fused": FusedEngine(),
+    "triton": TritonEngine(),
 }
 
 # Fastest first, as benchmarks/speed.py measures them on the CPU (T=100, B=32, H=256,
@@ -36,6 +39,13 @@ def auto_order(cell: RecurrentCell, unroll: Unroll) -> tuple[str, ...]:
         # LSTM takes about 2 ms forward+backward at H=256, against 0.2-0.6 ms through
         # the cell).
         return ("loop",)
+    if unroll.x.device.type == "cuda":
+        # Provisional until timed on an H100 (benchmarks/speed_gpu.py): triton first for
+        # the cells cuDNN lacks (the alternative is the per-step loop) and for small
+        # batches, where the recurrence is latency-bound; cuDNN first otherwise.
+        if native_kernel(cell) is None or unroll.x.shape[1] <= 16:
+            return ("triton", "native", "loop")
+        return ("native", "triton", "loop")
     if unroll.x.shape[1] < 16 and native_kernel(cell) is torch.lstm:
         # Small batches of a plain LSTM: torch's oneDNN LSTM kernel is 2-3x faster than
         # fused (B=1: 2.1 against 6.6 ms at T=200, H=128); from B=32 on they are even.
@@ -72,6 +82,7 @@ __all__ = [
     "FusedEngine",
     "LoopEngine",
     "NativeEngine",
+    "TritonEngine",
     "Unroll",
     "auto_order",
     "check_engine",
