@@ -2,7 +2,9 @@
 
 Each write goes to a hidden temporary name in the same directory, is flushed and
 fsync'd, then ``os.replace``'d over the target (atomic on POSIX and Windows), and the
-directory is fsync'd so the rename itself survives a power cut.
+directory is fsync'd so the rename itself survives a power cut. A failed write (a full
+disk, a read-only folder) removes the temporary file and raises the ``OSError`` with
+the target's name, not the temporary one's.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TextIO
 
@@ -37,6 +39,23 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file if it is there; never raise (a read-only folder refuses even
+    unlinking a missing file, and that must not hide the error being handled)."""
+    with suppress(OSError):
+        tmp.unlink(missing_ok=True)
+
+
+def _naming(error: OSError, tmp: Path, path: Path) -> OSError:
+    """``error`` as raised on ``path`` (the user's file) rather than on its temporary name.
+
+    Errors about other files (a source read while writing) are left as they are.
+    """
+    if error.errno is None or error.filename not in (None, str(tmp)):
+        return error
+    return OSError(error.errno, error.strerror, str(path))  # errno picks the subclass
+
+
 def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """Have ``write(temp)`` produce the file under a temporary name, then move it to ``path``."""
     path = Path(path)
@@ -47,8 +66,11 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
         with open(tmp, "rb+") as f:  # rb+: Windows refuses to fsync read-only handles
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        _discard(tmp)
+        raise _naming(error, tmp, path) from error
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     fsync_dir(path.parent)
 
@@ -82,7 +104,10 @@ def atomic_open_text(path: str | os.PathLike) -> Iterator[TextIO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        _discard(tmp)
+        raise _naming(error, tmp, path) from error
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     fsync_dir(path.parent)

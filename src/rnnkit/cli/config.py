@@ -39,6 +39,8 @@ def read_toml(path: str | Path | None) -> dict:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise UsageError(f"config file {path} is not valid TOML: {err}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise UsageError(f"config file {path} is not valid TOML: nested too deeply") from None
 
 
 # The TOML table that configures each dataclass, for error messages.

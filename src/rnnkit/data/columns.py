@@ -31,9 +31,8 @@ def read_columns(path: str | Path, names: list[str]) -> dict[str, np.ndarray]:
             header = [h.strip() for h in header]
             missing = [n for n in names if n not in header]
             if missing:
-                raise ValueError(
-                    f"{path} has no column {missing[0]!r}; its columns are: {', '.join(header)}"
-                )
+                shown = ", ".join(h if h.isprintable() else repr(h) for h in header)
+                raise ValueError(f"{path} has no column {missing[0]!r}; its columns are: {shown}")
             where = {n: header.index(n) for n in names}
             values: dict[str, list[float]] = {n: [] for n in names}
             for line, row in enumerate(rows, start=2):

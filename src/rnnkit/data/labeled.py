@@ -49,6 +49,7 @@ import torch
 from rnnkit.data.vocab import Vocab, check_kind
 
 KINDS = ("numeric", "tokens")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # larger numbers become inf in the arrays
 FORMATS = ("csv", "jsonl", "text-folder", "text-csv")
 TEXT_SUFFIX = ".txt"
 
@@ -273,7 +274,7 @@ def label_ids(
             found = numeric.get(int(name))
         if found is None:
             at = where(i) if where else f"{source}, sequence {i}"
-            shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+            shown = ", ".join(map(_shown, classes[:10])) + (", ..." if len(classes) > 10 else "")
             raise ValueError(f"{at}: label {name!r} is not one of the model's classes ({shown})")
         ids[i] = found
     return ids, classes
@@ -292,6 +293,11 @@ def _label_text(value: object, source: str) -> str:
             return text
         raise ValueError(f"{source}: a label is empty")
     raise ValueError(f"{source}: labels must be strings or integers, got {value!r}")
+
+
+def _shown(name: str) -> str:
+    """A header or class name for a one-line message (quoted if it holds a line break)."""
+    return name if name.isprintable() else repr(name)
 
 
 def _is_int(text: str) -> bool:
@@ -349,7 +355,7 @@ def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
 
 def _column(header: list[str], name: str, path: Path, what: str) -> int:
     if name not in header:
-        shown = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
+        shown = ", ".join(map(_shown, header[:12])) + (", ..." if len(header) > 12 else "")
         raise ValueError(f"{path} line 1: no {what} column {name!r}; its columns are: {shown}")
     return header.index(name)
 
@@ -428,6 +434,11 @@ def _number(cell: str, path: Path, line: int, column: str) -> float:
         ) from None
     if not math.isfinite(value):
         raise ValueError(f"{path} line {line}, column {column!r}: {cell!r} is not a finite number")
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(
+            f"{path} line {line}, column {column!r}: {cell!r:.40} is too large (float32 holds "
+            f"up to {FLOAT32_MAX:.4g}); rescale the data"
+        )
     return value
 
 
@@ -449,13 +460,19 @@ def read_jsonl_sequences(
     sequences, raw_labels, lines = [], [], []
     features: int | None = None
     has_labels: bool | None = None
-    for line, content in enumerate(text.splitlines(), start=1):
+    # Line breaks are \n, \r\n or \r (never inside JSON): str.splitlines would also split at
+    # U+2028 and U+0085, which a JSON string may hold as they are.
+    lines_of_text = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for line, content in enumerate(lines_of_text, start=1):
         if not content.strip():
             continue
         try:
             record = json.loads(content)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} line {line}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # an integer of > 4300 digits, deep nesting
+            reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            raise ValueError(f"{path} line {line}: not valid JSON ({reason})") from None
         if not isinstance(record, dict):
             raise ValueError(f"{path} line {line}: expected a JSON object, got {_kind(record)}")
         if sequence_key not in record:
@@ -506,8 +523,13 @@ def _json_steps(value: object, path: Path, line: int, key: str) -> np.ndarray:
         for v in row:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError(f"{at}: step {t} holds {_kind(v)}, not a number")
-            if not math.isfinite(v):
+            if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"{at}: step {t} holds {v}, not a finite number")
+            if abs(v) > FLOAT32_MAX:  # an int this large would overflow math.isfinite
+                raise ValueError(
+                    f"{at}: step {t} holds {v!r:.40}, too large (float32 holds up to "
+                    f"{FLOAT32_MAX:.4g}); rescale the data"
+                )
     return np.asarray(rows, dtype=np.float32)
 
 

@@ -257,7 +257,7 @@ class Vocab:
             raise ValueError(f"cannot load the vocabulary: {path} {what}")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, nested too deeply
             raise ValueError(f"{path} is not a vocabulary file (not valid JSON: {e})") from None
         except OSError as e:
             raise ValueError(f"cannot read {path}: {e.strerror or e}") from e

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
-from rnnkit.atomic import atomic_write_with
+from rnnkit.atomic import atomic_write_bytes
 from rnnkit.reservoir.checks import (
     check_count,
     check_fraction,
@@ -371,7 +371,9 @@ class EchoStateNetwork:
             "input_size": str(self.input_size),
             "output_size": str(self.output_size),
         }
-        atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        # Serialised in memory, then written by Python: a full disk is an OSError naming
+        # the file (safetensors' own writer raises its own error type without it).
+        atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> EchoStateNetwork:
@@ -396,7 +398,7 @@ class EchoStateNetwork:
             raise ValueError(f"{path} is not an rnnkit echo state network file (no {FORMAT} tag)")
         if meta.get("format_version") != str(FORMAT_VERSION):
             raise ValueError(
-                f"{path} has format version {meta.get('format_version')}; this rnnkit reads "
+                f"{path} has format version {meta.get('format_version')!r:.40}; this rnnkit reads "
                 f"version {FORMAT_VERSION}"
             )
         try:
@@ -415,7 +417,9 @@ class EchoStateNetwork:
             bias = tensors["readout.bias"].double()
             if w_out.shape != (esn.output_size, esn.features) or bias.shape != (esn.output_size,):
                 raise ValueError(f"readout shapes {tuple(w_out.shape)}, {tuple(bias.shape)}")
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
+        # OverflowError and RuntimeError: numbers torch cannot take (a seed of 1e300),
+        # JSON nested too deeply (RecursionError is a RuntimeError).
+        except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as error:
             raise ValueError(
                 f"{path} is damaged ({_first_line(error)}); save the network again"
             ) from None

@@ -12,10 +12,16 @@ Layout::
 A save writes a *new* directory (each file atomically), then moves the pointer
 atomically, and only then deletes the tag's older directories. Killed at any instant,
 the run directory holds a pointer to a complete checkpoint: the new one or the old one.
+Files are serialised in memory and written by Python's own file calls, so a full disk
+or a read-only folder is one ``OSError`` saying which checkpoint was kept.
+
+Loading reads no pickles but ``trainer.pt`` through ``torch.load(weights_only=True)``
+(tensors and plain values only); weights are safetensors, configs JSON.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -26,16 +32,11 @@ from pathlib import Path
 from typing import NoReturn
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from rnnkit.atomic import (
-    TEMP_MARK,
-    atomic_write_bytes,
-    atomic_write_text,
-    atomic_write_with,
-    fsync_dir,
-)
+from rnnkit.atomic import TEMP_MARK, atomic_write_bytes, atomic_write_text, fsync_dir
 from rnnkit.train.rng import capture_rng
 
 FORMAT_VERSION = 1
@@ -87,13 +88,18 @@ def save_checkpoint(
         raise ValueError(f"checkpoint tag must be letters, digits or _, got {tag!r}")
     run_dir = Path(run_dir)
     root = run_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     name = f"{tag}-{step}-{secrets.token_hex(4)}"
     target = root / name
-    target.mkdir()
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        target.mkdir()
+    except OSError as error:
+        raise _not_saved(error, run_dir, tag, step) from error
+    try:
+        # Serialised here, written by atomic_write_bytes: safetensors' and torch's own
+        # writers report a full disk as their own error types, without the file.
         tensors = _plain_tensors(model.state_dict())
-        atomic_write_with(target / MODEL_FILE, lambda tmp: save_file(tensors, str(tmp)))
+        atomic_write_bytes(target / MODEL_FILE, safetensors_bytes(tensors))
         trainer = {
             "optimizer": optimizer.state_dict(),
             "scheduler": None if scheduler is None else scheduler.state_dict(),
@@ -101,7 +107,9 @@ def save_checkpoint(
             "rng": capture_rng(),
             "extra": extra,
         }
-        atomic_write_with(target / TRAINER_FILE, lambda tmp: torch.save(trainer, tmp))
+        buffer = io.BytesIO()
+        torch.save(trainer, buffer)
+        atomic_write_bytes(target / TRAINER_FILE, buffer.getvalue())
         config = {
             "format_version": FORMAT_VERSION,
             "model_class": type(model).__name__,
@@ -119,8 +127,11 @@ def save_checkpoint(
             "files": {f: (target / f).stat().st_size for f in FILES},
         }
         atomic_write_text(run_dir / f"{tag}.json", json.dumps(pointer, indent=2) + "\n")
-    except BaseException:
+    except OSError as error:
         shutil.rmtree(target, ignore_errors=True)  # never pointed at: safe to drop
+        raise _not_saved(error, run_dir, tag, step) from error
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
         raise
     _remove_older(root, tag, keep=name)
     for stale in run_dir.glob(f".{tag}.json{TEMP_MARK}*"):  # left by a killed save
@@ -147,8 +158,10 @@ def load_checkpoint(
     try:
         path = run_dir / info["path"]
         sizes = {str(k): int(v) for k, v in info["files"].items()}
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         _damaged(pointer, "the pointer lacks path or files")
+    if not _inside(path, run_dir / CHECKPOINTS) or any(Path(n).name != n for n in sizes):
+        _damaged(pointer, f"it points outside {run_dir / CHECKPOINTS}")
     _check_version(info.get("format_version"), pointer)
     for name, size in sizes.items():
         file = path / name
@@ -179,7 +192,7 @@ def load_checkpoint(
             state_dict=state_dict,
             trainer_state=trainer,
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
         _damaged(path, f"{CONFIG_FILE} lacks {_first_line(error)}")
 
 
@@ -231,16 +244,38 @@ def _remove_older(root: Path, tag: str, keep: str) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def _not_saved(error: OSError, run_dir: Path, tag: str, step: int) -> OSError:
+    """A one-line OSError (same errno and file) that says which checkpoint is kept."""
+    try:
+        kept = json.loads((run_dir / f"{tag}.json").read_text(encoding="utf-8"))["step"]
+        kept = f"{tag}.json still points at step {kept}"
+    except (OSError, ValueError, KeyError, TypeError):
+        kept = f"no {tag} checkpoint is saved"
+    reason = error.strerror or _first_line(error)
+    message = f"cannot save the {tag} checkpoint of step {step} ({reason}; {kept})"
+    return OSError(error.errno, message, error.filename)
+
+
 def _read_json(file: Path, where: Path) -> dict:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         _damaged(where, f"{file.name} is missing")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON, huge integers
         _damaged(where, f"{file.name}: {_first_line(error)}")
+    except RecursionError:
+        _damaged(where, f"{file.name} is nested too deeply")
     if not isinstance(data, dict):
         _damaged(where, f"{file.name} is not a JSON object")
     return data
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` is a direct entry of ``root`` (a pointer never leads elsewhere)."""
+    try:
+        return path.resolve().parent == root.resolve()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop
+        return False
 
 
 def _check_version(version, where: Path) -> None:

@@ -80,8 +80,11 @@ class MetricsLog:
             self._file.close()
             with open(self.path, newline="", encoding="utf-8") as f:
                 self._rewrite(list(csv.DictReader(f)))
-        self._writer.writerow({k: "" if row.get(k) is None else row[k] for k in self.columns})
-        self._file.flush()
+        try:
+            self._writer.writerow({k: "" if row.get(k) is None else row[k] for k in self.columns})
+            self._file.flush()
+        except OSError as error:  # a full disk: say which file
+            raise _naming(error, self.path) from error
         if self._tensorboard is not None:
             for name, value in row.items():
                 scalar = name in SCALARS or name.startswith(SCALAR_PREFIXES)
@@ -90,17 +93,42 @@ class MetricsLog:
             self._tensorboard.flush()
 
     def close(self) -> None:
-        self._file.close()
-        if self._tensorboard is not None:
-            self._tensorboard.close()
+        try:
+            self._file.close()  # flushes a row a full disk refused: that fails again
+        except OSError as error:
+            raise _naming(error, self.path) from error
+        finally:
+            if self._tensorboard is not None:
+                self._tensorboard.close()
 
 
 def _rows_up_to(path: Path, step: int) -> list[dict]:
-    """The rows of an existing log with ``step <= step`` (none if there is no log)."""
+    """The rows of an existing log with ``step <= step`` (none if there is no log).
+
+    A torn row (a full disk stopped its write part-way) has fewer fields than the
+    header: it is dropped too.
+    """
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [row for row in csv.DictReader(f) if _int(row.get("step")) <= step]
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                torn = None in row or None in row.values()  # extra or missing fields
+                if not torn and _int(row.get("step")) <= step:
+                    rows.append(row)
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(
+            f"{path} is not a readable metrics log ({error}); move it away to resume"
+        ) from None
+    return rows
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` with ``path`` as its file (a failed flush names none)."""
+    if error.errno is None or error.filename is not None:
+        return error
+    return OSError(error.errno, error.strerror, str(path))
 
 
 def _int(text) -> float:
