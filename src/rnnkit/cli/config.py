@@ -48,11 +48,14 @@ TABLES = {
     "DataConfig": "data",
     "ClassifyDataConfig": "data",
     "ForecastDataConfig": "data",
+    "Seq2SeqDataConfig": "data",
     "LMConfig": "model",
     "ClassifierConfig": "model",
     "ForecasterConfig": "model",
+    "Seq2SeqConfig": "model",
     "TrainConfig": "train",
     "FitConfig": "train",
+    "Seq2SeqTrainConfig": "train",
 }
 
 

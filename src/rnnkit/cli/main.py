@@ -15,6 +15,7 @@ from rnnkit.cli.esn import add_esn_parser
 from rnnkit.cli.export import add_export_parser
 from rnnkit.cli.forecast import add_forecast_parser
 from rnnkit.cli.lm import add_lm_parser, add_sample_parser
+from rnnkit.cli.seq2seq import add_seq2seq_parser
 from rnnkit.cli.serve import add_serve_parser
 
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sample_parser(sub)
     add_classify_parser(sub)
     add_forecast_parser(sub)
+    add_seq2seq_parser(sub)
     add_esn_parser(sub)
     add_diagnose_parser(sub)
     add_bench_parser(sub)

@@ -525,7 +525,13 @@ class BucketBatches:
 
     def batch(self, step: int) -> dict[str, Tensor]:
         """The ``step``-th minibatch (epoch ``step // num_batches``), cut to its lengths."""
-        rows = self.rows(step)
+        return self.take(self.rows(step))
+
+    def take(self, rows: Tensor) -> dict[str, Tensor]:
+        """The examples ``rows`` as a batch, each side cut to its longest sequence.
+
+        A data-parallel process takes its slice of ``rows(step)``.
+        """
         out = {name: t[rows] for name, t in self.tensors.items()}
         out["src"] = out["src"][:, : int(out["src_lengths"].max())]
         if self.has_targets:
