@@ -198,7 +198,7 @@ def test_a_directory_holding_checkpoints_is_not_reused(text_file, tmp_path, caps
     run = tmp_path / "half"
     (run / "checkpoints").mkdir(parents=True)
     assert train(text_file, run, "--max-steps", "1") == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert "no last.json (a run stopped during its first save); delete" in capsys.readouterr().err
 
 
 def test_out_pointing_at_a_file_is_one_line(text_file, tmp_path, capsys):

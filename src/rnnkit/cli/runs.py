@@ -57,6 +57,13 @@ def resumed_run(args, settings, task: str, command: str) -> tuple[Checkpoint, di
 
 def refuse_existing(run_dir: Path) -> None:
     """A new run must not write over an earlier one."""
+    pointers = [name for name in ("last.json", "best.json") if (run_dir / name).exists()]
+    if not pointers and (run_dir / "checkpoints").exists():
+        # A run killed during its first save: nothing to resume, but files of its own.
+        raise UsageError(
+            f"{run_dir} holds checkpoints/ but no last.json (a run stopped during its first "
+            f"save); delete {run_dir / 'checkpoints'} or choose another --out"
+        )
     if any((run_dir / name).exists() for name in RUN_FILES):
         raise UsageError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
