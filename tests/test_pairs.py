@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from rnnkit.data.buckets import BucketBatches
 from rnnkit.data.pairs import (
     END_ID,
     PAD_ID,
     SPECIALS,
     START_ID,
     UNK_ID,
-    BucketBatches,
     PairVocab,
     encode_pairs,
     encode_sources,

@@ -51,7 +51,7 @@ from rnnkit.cli.seq2seq_decode import (
     scores,
     validation_metrics,
 )
-from rnnkit.data.pairs import BucketBatches
+from rnnkit.data.buckets import BucketBatches
 from rnnkit.data.seq2seq_tasks import TASKS
 from rnnkit.models.builder import CELL_KINDS
 from rnnkit.train import distributed

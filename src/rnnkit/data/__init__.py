@@ -9,6 +9,7 @@ digits; ``prepare`` cuts series into forecasting windows with a ``Scaler`` fitte
 the training rows, ``load_example`` gives the built-in series.
 """
 
+from rnnkit.data.buckets import BucketBatches
 from rnnkit.data.columns import read_columns, write_columns
 from rnnkit.data.corpus import (
     BUILTIN_CORPUS_FILES,
@@ -29,7 +30,6 @@ from rnnkit.data.labeled import (
     stratified_split,
 )
 from rnnkit.data.pairs import (
-    BucketBatches,
     PairVocab,
     encode_pairs,
     encode_sources,
