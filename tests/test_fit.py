@@ -220,3 +220,15 @@ def test_train_config_json_is_written(tmp_path):
     trainer(tmp_path / "run", max_steps=3).fit()
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert saved["max_steps"] == 3 and saved["eval_every"] is None
+
+
+def test_resuming_a_finished_run_logs_its_final_evaluation_once(tmp_path):
+    # 10 steps; checkpoints at 5 and 10, evaluations at 4 and 8, then the final one at 10,
+    # which the step-10 checkpoint (saved before it) does not know of. A resume of the
+    # finished run, as after a kill before exit, evaluates again: one row, not two.
+    settings = {"epochs": None, "max_steps": 10, "eval_every": 4, "checkpoint_every": 5}
+    trainer(tmp_path / "run", **settings).fit()
+    trainer(tmp_path / "run", resume=True, **settings).fit()
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["step"] == "10"]
+    assert [bool(r["val_loss"]) for r in rows] == [False, True]  # log_every 2: a training row

@@ -215,9 +215,13 @@ class FitTrainer:
         if rng is None:
             seed_everything(distributed.rank_seed(self.config.seed, self.state.step))
         self._snapshot = Snapshot.take(self.state.step, self.model, self.optimizer)
+        st = self.state
         metrics = open_metrics(
             self.run_dir,
-            resume_step=self.state.step if self.resume else None,
+            resume_step=st.step if self.resume else None,
+            # An evaluation row at the resumed step that the checkpoint does not know of
+            # (the final evaluation, killed before it was saved) is redone, so dropped.
+            drop_evaluation=self.resume and st.evaluated_step != st.step,
             columns=COLUMNS,
         )
         try:

@@ -38,7 +38,8 @@ class MetricsLog:
 
     ``resume_step``: keep the rows up to that step and drop the later ones (written
     after the checkpoint a resumed run restarts from), so the file matches the run's
-    history. None starts a fresh file.
+    history; with ``drop_evaluation`` also the rows of that step holding a
+    ``val_loss`` (an evaluation the resumed run repeats). None starts a fresh file.
     """
 
     def __init__(
@@ -46,11 +47,16 @@ class MetricsLog:
         run_dir: Path,
         *,
         resume_step: int | None = None,
+        drop_evaluation: bool = False,
         columns: tuple[str, ...] = COLUMNS,
     ) -> None:
         self.path = Path(run_dir) / "metrics.csv"
         self.columns = list(columns)
         kept = [] if resume_step is None else _rows_up_to(self.path, resume_step)
+        if drop_evaluation:
+            kept = [
+                r for r in kept if not (_int(r.get("step")) == resume_step and r.get("val_loss"))
+            ]
         for row in kept:  # a resumed log keeps the columns it had grown
             self.columns += [k for k in row if k not in self.columns]
         self._file = None
