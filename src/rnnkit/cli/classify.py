@@ -22,6 +22,7 @@ from rnnkit.cli.config import merge, read_toml, table
 from rnnkit.cli.errors import UsageError
 from rnnkit.cli.lm import add_run_options, flags, resolve_device
 from rnnkit.cli.runs import open_run, refuse_existing, resumed_run
+from rnnkit.engines import ENGINE_NAMES
 from rnnkit.models.builder import CELL_KINDS
 from rnnkit.train import distributed
 
@@ -179,7 +180,7 @@ def add_train_parser(sub) -> None:
         help="dropout on embeddings, between layers and on the pooled vector (default 0)",
     )
     g.add_argument("--layer-norm", action="store_true", default=None, help="layer-norm LSTM")
-    g.add_argument("--engine", choices=("auto", "fused", "native", "loop"), help="sequence engine")
+    g.add_argument("--engine", choices=ENGINE_NAMES, help="sequence engine")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, help="sequences per step (default 32)")
     g.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")

@@ -29,6 +29,7 @@ from rnnkit.cli.config import merge, read_toml, table
 from rnnkit.cli.errors import UsageError
 from rnnkit.cli.lm import add_run_options, flags, resolve_device
 from rnnkit.cli.runs import open_run, refuse_existing, resumed_run
+from rnnkit.engines import ENGINE_NAMES
 from rnnkit.models.builder import CELL_KINDS
 from rnnkit.train import distributed
 
@@ -169,7 +170,7 @@ def add_train_parser(sub) -> None:
         default=None,
         help="scale each window by its own mean and std",
     )
-    g.add_argument("--engine", choices=("auto", "loop", "native", "fused"), help="engine")
+    g.add_argument("--engine", choices=ENGINE_NAMES, help="engine")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, help="windows per step (default 32)")
     g.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")

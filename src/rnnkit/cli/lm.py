@@ -12,6 +12,7 @@ import torch
 from rnnkit.cli.config import merge, read_toml, table
 from rnnkit.cli.errors import UsageError
 from rnnkit.cli.runs import open_run, refuse_existing, resumed_run
+from rnnkit.engines import ENGINE_NAMES
 from rnnkit.models import CELL_KINDS, LanguageModel, LMConfig
 from rnnkit.train import distributed
 
@@ -64,7 +65,7 @@ def add_train_parser(sub) -> None:
     g.add_argument("--embedding-size", type=int, help="token embedding width (default 64)")
     g.add_argument("--dropout", type=float, help="variational dropout (default 0.1)")
     g.add_argument("--layer-norm", action="store_true", default=None, help="layer-norm LSTM")
-    g.add_argument("--engine", choices=("auto", "loop", "native"), help="sequence engine")
+    g.add_argument("--engine", choices=ENGINE_NAMES, help="sequence engine")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, help="parallel streams (default 32)")
     g.add_argument("--seq-len", type=int, help="truncated-BPTT length (default 128)")

@@ -53,6 +53,7 @@ from rnnkit.cli.seq2seq_decode import (
 )
 from rnnkit.data.buckets import BucketBatches
 from rnnkit.data.seq2seq_tasks import TASKS
+from rnnkit.engines import ENGINE_NAMES
 from rnnkit.models.builder import CELL_KINDS
 from rnnkit.train import distributed
 
@@ -137,7 +138,7 @@ def add_train_parser(sub) -> None:
     )
     g.add_argument("--embedding-size", type=int, help="token embedding width (default 64)")
     g.add_argument("--dropout", type=float, help="variational dropout of each side (default 0)")
-    g.add_argument("--engine", choices=("auto", "fused", "native", "loop"), help="sequence engine")
+    g.add_argument("--engine", choices=ENGINE_NAMES, help="sequence engine")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, help="pairs per step (default 64)")
     g.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")

@@ -25,6 +25,9 @@ ENGINES: dict[str, Engine] = {
     "triton": TritonEngine(),
 }
 
+# What `engine=` and `--engine` accept.
+ENGINE_NAMES: tuple[str, ...] = ("auto", *ENGINES)
+
 # Fastest first, as benchmarks/speed.py measures them on the CPU (T=100, B=32, H=256,
 # float32: fused at 0.89x torch.nn.LSTM, 0.55x torch.nn.GRU); ``native`` serves what
 # fused cannot run (GPU tensors, half precision); ``loop`` runs everything and closes
@@ -78,6 +81,7 @@ def select_engine(name: str, cell: RecurrentCell, unroll: Unroll) -> Engine:
 __all__ = [
     "AUTO_ORDER",
     "ENGINES",
+    "ENGINE_NAMES",
     "Engine",
     "FusedEngine",
     "LoopEngine",
