@@ -40,9 +40,9 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.cli.errors import UsageError
+from rnnkit.cli.runs import open_trained_run
 from rnnkit.models.builder import CELL_KINDS
 
-TASKS = ("lm", "forecast", "classify")
 OUT_NAME = "diagnose"  # RUN_DIR/diagnose by default
 DEFAULT_BATCH = 8
 DEFAULT_CELL_OUT = "runs/diagnose"  # the --cell form writes into runs/diagnose/<cell>
@@ -245,24 +245,9 @@ def cell_probe(
 
 def run_probe(run_dir, tag: str, steps: int | None, batch: int, seed: int) -> Probe:
     """The run's model on ``batch`` sequences of its own data (see the module docstring)."""
-    from rnnkit.train import load_checkpoint
-
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"no such run directory: {run_dir}")
-    if not any((run_dir / f"{t}.json").is_file() for t in ("best", "last")):
-        raise UsageError(
-            f"{run_dir} is not a run (no best.json or last.json); give a directory made by "
-            f"`rnnkit lm|forecast|classify train`"
-        )
-    if tag == "best" and not (run_dir / "best.json").is_file():
-        tag = "last"
-    checkpoint = load_checkpoint(run_dir, tag, trainer_state=False)
-    task = checkpoint.meta.get("task")
-    if task not in TASKS:
-        raise UsageError(
-            f"{run_dir} holds a run of task {task!r}; diagnose reads {', '.join(TASKS)} runs"
-        )
+    checkpoint, tag = open_trained_run(run_dir, tag, "rnnkit diagnose")
+    task = checkpoint.meta["task"]
     rng = np.random.default_rng(seed)
     make = {"lm": _lm_probe, "forecast": _forecast_probe, "classify": _classify_probe}[task]
     probe = make(run_dir, tag, checkpoint, steps, batch, rng)

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 
 from rnnkit.cli.errors import UsageError
+from rnnkit.cli.runs import open_trained_run
 
 FORM_CHOICES = ("sequence", "step", "both")
-TASKS = {"lm": "lm train", "classify": "classify train", "forecast": "forecast train"}
 
 
 def add_export_parser(sub) -> None:
@@ -80,23 +80,9 @@ def export_command(args) -> int:
 
 def load_for_export(run_dir: str | Path, tag: str):
     """The run's model (eval mode), task, facts for the sidecar, directory and checkpoint."""
-    from rnnkit.train.checkpoint import load_checkpoint
-
     run = Path(run_dir)
-    if not run.is_dir():
-        raise UsageError(f"no such run directory: {run}")
-    used = tag if tag == "last" or (run / "best.json").exists() else "last"
-    if not (run / f"{used}.json").exists():
-        raise UsageError(
-            f"{run} holds no checkpoint; give the directory of a run of `rnnkit lm train`, "
-            f"`classify train` or `forecast train`"
-        )
-    checkpoint = load_checkpoint(run, used, trainer_state=False)
-    task = checkpoint.meta.get("task")
-    if task not in TASKS:
-        raise UsageError(
-            f"{run} holds a run of {task!r}; rnnkit export reads lm, classify and forecast runs"
-        )
+    checkpoint, used = open_trained_run(run, tag, "rnnkit export")
+    task = checkpoint.meta["task"]
     info = {"task": task, "checkpoint": {"tag": used, "step": checkpoint.step}}
     if task == "lm":
         from rnnkit.cli.lm import load_run

@@ -16,19 +16,46 @@ RUN_FILES = ("last.json", "best.json", "checkpoints")
 STOP_SETTINGS = ("max_steps", "epochs", "time_budget")
 
 
-def open_run(run_dir: str | Path, tag: str, task: str, command: str) -> Checkpoint:
-    """Checkpoint ``tag`` (``best`` falls back to ``last``) of a run of ``rnnkit command``."""
-    run_dir = Path(run_dir)
+# The training jobs whose runs `export`, `serve` and `diagnose` read: task -> command.
+TRAINED_TASKS = {"lm": "lm train", "classify": "classify train", "forecast": "forecast train"}
+
+
+def _read(run_dir: Path, tag: str, missing: str) -> tuple[Checkpoint, str]:
+    """Checkpoint ``tag`` of ``run_dir`` (``best`` falls back to ``last``) and the tag read;
+    ``missing`` ends the error when there is no checkpoint."""
     if not run_dir.is_dir():
         raise UsageError(f"no such run directory: {run_dir}")
     if tag == "best" and not (run_dir / "best.json").exists():
         tag = "last"
     if not (run_dir / f"{tag}.json").exists():
-        raise UsageError(f"{run_dir} holds no checkpoint; train it with `rnnkit {command}`")
-    checkpoint = load_checkpoint(run_dir, tag, trainer_state=False)
+        raise UsageError(f"{run_dir} holds no checkpoint; {missing}")
+    return load_checkpoint(run_dir, tag, trainer_state=False), tag
+
+
+def open_run(run_dir: str | Path, tag: str, task: str, command: str) -> Checkpoint:
+    """Checkpoint ``tag`` (``best`` falls back to ``last``) of a run of ``rnnkit command``."""
+    run_dir = Path(run_dir)
+    checkpoint, _ = _read(run_dir, tag, f"train it with `rnnkit {command}`")
     if checkpoint.meta.get("task") != task:
         raise UsageError(f"{run_dir} does not hold a run of `rnnkit {command}`")
     return checkpoint
+
+
+def open_trained_run(run_dir: str | Path, tag: str, reader: str) -> tuple[Checkpoint, str]:
+    """Checkpoint ``tag`` of a run of any job in :data:`TRAINED_TASKS`, and the tag read.
+
+    ``reader`` names the command reading it, for the error about another task's run.
+    """
+    run_dir = Path(run_dir)
+    checkpoint, tag = _read(
+        run_dir, tag, "it is not a run: give the directory of `rnnkit lm|classify|forecast train`"
+    )
+    task = checkpoint.meta.get("task")
+    if task not in TRAINED_TASKS:
+        raise UsageError(
+            f"{run_dir} holds a run of task {task!r}; {reader} reads lm, classify and forecast runs"
+        )
+    return checkpoint, tag
 
 
 def resumed_run(args, settings, task: str, command: str) -> tuple[Checkpoint, dict]:

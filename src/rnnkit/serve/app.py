@@ -21,8 +21,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from rnnkit import __version__
+from rnnkit.cli.runs import TRAINED_TASKS
 from rnnkit.serve import classify, forecast, generate
-from rnnkit.serve.runs import TASKS, ServedRun, load_served_run
+from rnnkit.serve.runs import ServedRun, load_served_run
 from rnnkit.serve.schemas import (
     LIMITS,
     MAX_BODY_BYTES,
@@ -123,7 +124,7 @@ def _not_served(task: str, path: str):
     def not_served() -> None:
         raise HTTPException(
             404,
-            f"this server holds a run of `rnnkit {TASKS[task]}`: it "
+            f"this server holds a run of `rnnkit {TRAINED_TASKS[task]}`: it "
             f"serves POST {ENDPOINTS[task]}, not {path}",
         )
 

@@ -14,9 +14,7 @@ import torch
 from torch import nn
 
 from rnnkit.cli.errors import UsageError
-from rnnkit.train.checkpoint import load_checkpoint
-
-TASKS = {"lm": "lm train", "classify": "classify train", "forecast": "forecast train"}
+from rnnkit.cli.runs import open_trained_run
 
 
 @dataclass
@@ -50,21 +48,8 @@ def load_served_run(run_dir: str | Path, checkpoint: str = "best", device=None) 
     if checkpoint not in ("best", "last"):
         raise UsageError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"no such run directory: {run_dir}")
-    tag = "last" if checkpoint == "best" and not (run_dir / "best.json").exists() else checkpoint
-    if not (run_dir / f"{tag}.json").exists():
-        raise UsageError(
-            f"{run_dir} holds no checkpoint; train a run with `rnnkit lm train`, "
-            f"`rnnkit classify train` or `rnnkit forecast train`"
-        )
-    saved = load_checkpoint(run_dir, tag, trainer_state=False)
-    task = saved.meta.get("task")
-    if task not in TASKS:
-        raise UsageError(
-            f"{run_dir} holds a run of task {task!r}; rnnkit serve serves lm, "
-            f"classify and forecast runs"
-        )
+    saved, _ = open_trained_run(run_dir, checkpoint, "rnnkit serve")
+    task = saved.meta["task"]
     vocab = None
     if task == "lm":
         model, vocab = lm.load_run(run_dir, checkpoint)
