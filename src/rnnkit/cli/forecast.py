@@ -27,7 +27,7 @@ import numpy as np
 
 from rnnkit.cli.config import merge, read_toml, table
 from rnnkit.cli.errors import UsageError
-from rnnkit.cli.lm import add_run_options, flags, resolve_device
+from rnnkit.cli.lm import add_optimizer_options, add_run_options, flags, resolve_device
 from rnnkit.cli.runs import open_run, refuse_existing, resumed_run
 from rnnkit.engines import ENGINE_NAMES
 from rnnkit.models.builder import CELL_KINDS
@@ -173,15 +173,7 @@ def add_train_parser(sub) -> None:
     g.add_argument("--engine", choices=ENGINE_NAMES, help="engine")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, help="windows per step (default 32)")
-    g.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
-    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop", "adagrad"))
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--warmup-steps", type=int)
-    g.add_argument("--decay", choices=("none", "cosine", "linear"))
-    g.add_argument("--clip-norm", type=float, help="global gradient-norm threshold (default 5)")
-    g.add_argument("--clip-value", type=float, help="clip every gradient entry to ±value")
-    g.add_argument("--eval-every", type=int, help="steps between validations (default: epoch)")
-    g.add_argument("--patience", type=int, help="early stopping: validations without gain")
+    add_optimizer_options(g, eval_every="an epoch")
     add_run_options(
         p, default_out=DEFAULT_RUN, default_epochs=f"the example's, else {DEFAULT_EPOCHS}"
     )

@@ -69,18 +69,26 @@ def add_train_parser(sub) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, help="parallel streams (default 32)")
     g.add_argument("--seq-len", type=int, help="truncated-BPTT length (default 128)")
+    add_optimizer_options(g, eval_every="200")
+    add_run_options(p)
+    p.add_argument("--sample-length", type=int, default=400, help="characters to print at the end")
+    p.set_defaults(run=train_command)
+
+
+def add_optimizer_options(g, *, eval_every: str, clip_value: bool = True) -> None:
+    """The optimiser, schedule, clipping and evaluation flags of every training job."""
     g.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
     g.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop", "adagrad"))
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--warmup-steps", type=int)
     g.add_argument("--decay", choices=("none", "cosine", "linear"))
     g.add_argument("--clip-norm", type=float, help="global gradient-norm threshold (default 5)")
-    g.add_argument("--clip-value", type=float, help="clip every gradient entry to ±value")
-    g.add_argument("--eval-every", type=int, help="steps between validations (default 200)")
+    if clip_value:
+        g.add_argument("--clip-value", type=float, help="clip every gradient entry to ±value")
+    g.add_argument(
+        "--eval-every", type=int, help=f"steps between validations (default {eval_every})"
+    )
     g.add_argument("--patience", type=int, help="early stopping: validations without gain")
-    add_run_options(p)
-    p.add_argument("--sample-length", type=int, default=400, help="characters to print at the end")
-    p.set_defaults(run=train_command)
 
 
 def add_run_options(

@@ -24,7 +24,7 @@ import torch
 
 from rnnkit.cli.config import merge, read_toml, table
 from rnnkit.cli.errors import UsageError
-from rnnkit.cli.lm import add_run_options, flags, resolve_device
+from rnnkit.cli.lm import add_optimizer_options, add_run_options, flags, resolve_device
 from rnnkit.cli.runs import open_run, refuse_existing, resumed_run
 from rnnkit.cli.seq2seq_data import (
     CLI_MODEL_DEFAULTS,
@@ -141,14 +141,7 @@ def add_train_parser(sub) -> None:
     g.add_argument("--engine", choices=ENGINE_NAMES, help="sequence engine")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, help="pairs per step (default 64)")
-    g.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
-    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop", "adagrad"))
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--warmup-steps", type=int)
-    g.add_argument("--decay", choices=("none", "cosine", "linear"))
-    g.add_argument("--clip-norm", type=float, help="global gradient-norm threshold (default 5)")
-    g.add_argument("--eval-every", type=int, help="steps between validations (default: an epoch)")
-    g.add_argument("--patience", type=int, help="early stopping: validations without gain")
+    add_optimizer_options(g, eval_every="an epoch", clip_value=False)
     g.add_argument(
         "--sampling-ratio",
         type=float,
