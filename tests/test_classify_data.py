@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _errors import one_line_error
 from rnnkit.data.digits import digits_splits, load_digits_sequences
 from rnnkit.data.labeled import (
     LabeledSequences,
@@ -33,16 +34,6 @@ def write(path: Path, text: str | bytes) -> Path:
     else:
         path.write_text(text, encoding="utf-8")
     return path
-
-
-def one_line_error(call, *needles: str) -> str:
-    with pytest.raises(ValueError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    for needle in needles:
-        assert needle in message, (needle, message)
-    return message
 
 
 # ---------------------------------------------------------------------- wide CSV

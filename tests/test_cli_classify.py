@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from _errors import assert_usage_error
 from rnnkit.cli.main import main
 from rnnkit.train import load_checkpoint
 
@@ -52,18 +53,6 @@ def accuracy_line(out: str) -> float:
     match = re.search(r"^accuracy: (\d\.\d{4})$", out, re.MULTILINE)
     assert match, out
     return float(match.group(1))
-
-
-def assert_usage_error(capsys, argv, *needles) -> str:
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    err = captured.err.strip()
-    assert err.startswith("rnnkit: error: ") and "\n" not in err, err
-    assert "Traceback" not in captured.err + captured.out
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 def test_csv_train_predict_eval(trained_csv, wide_csv, capsys):

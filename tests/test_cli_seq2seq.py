@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from _errors import assert_usage_error
 from rnnkit.cli.main import main
 from rnnkit.cli.seq2seq import load_run
 from rnnkit.cli.seq2seq_decode import decode_texts
@@ -55,19 +56,6 @@ def char_run(data, tmp_path_factory) -> Path:
             "--max-steps", "12", "--beam", "2", *TINY]  # fmt: skip
     assert main(argv) == 0
     return run
-
-
-def assert_usage_error(capsys, argv, *needles) -> str:
-    capsys.readouterr()
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    err = captured.err.strip()
-    assert err.startswith("rnnkit: error: ") and "\n" not in err, err
-    assert "Traceback" not in captured.err + captured.out
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 def translate(capsys, monkeypatch, run: Path, lines: list[str], *flags: str) -> list[str]:

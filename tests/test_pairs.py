@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _errors import one_line_error
 from rnnkit.data.buckets import BucketBatches
 from rnnkit.data.pairs import (
     END_ID,
@@ -24,16 +25,6 @@ from rnnkit.data.pairs import (
 )
 from rnnkit.data.vocab import Vocab
 from rnnkit.train.batches import Batches
-
-
-def one_line_error(call, *needles: str) -> str:
-    with pytest.raises(ValueError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, message
-    return message
 
 
 def write(path: Path, data: str | bytes) -> Path:

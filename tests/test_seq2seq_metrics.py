@@ -8,6 +8,7 @@ import random
 import pytest
 import sacrebleu
 
+from _errors import one_line_error
 from rnnkit.metrics.seq2seq import (
     bleu,
     char_error_rate,
@@ -16,16 +17,6 @@ from rnnkit.metrics.seq2seq import (
     exact_match,
     token_accuracy,
 )
-
-
-def one_line_error(call, *needles: str) -> str:
-    with pytest.raises(ValueError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, message
-    return message
 
 
 def slow_edit_distance(a, b) -> int:

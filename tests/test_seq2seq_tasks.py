@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from _errors import one_line_error
 from rnnkit.data.seq2seq_tasks import (
     DATE_FORMATS,
     TASKS,
@@ -16,17 +17,6 @@ from rnnkit.data.seq2seq_tasks import (
     render_date,
     task_settings,
 )
-
-
-def one_line_error(call, *needles: str) -> str:
-    with pytest.raises(ValueError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, message
-    return message
-
 
 # An independent reading of each date format: a strptime pattern (English names in the C
 # locale, case-insensitive) and the casing of the letters. %y is remapped to 1950..2049.
