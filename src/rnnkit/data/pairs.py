@@ -34,7 +34,7 @@ from torch import Tensor
 
 from rnnkit.atomic import atomic_write_text
 from rnnkit.data.labeled import stratified_split
-from rnnkit.data.vocab import _WORD_TOKEN, _space_before, check_kind, tokenize
+from rnnkit.data.vocab import _WORD_TOKEN, _space_before, check_kind, ranked_tokens, tokenize
 
 PAD_ID, START_ID, END_ID, UNK_ID = 0, 1, 2, 3
 PAD_TOKEN, START_TOKEN, END_TOKEN, UNK_TOKEN = "<pad>", "<s>", "</s>", "<unk>"
@@ -84,13 +84,8 @@ class PairVocab:
             counts.update(tokenize(text, kind))
         if not counts:
             raise ValueError(f"the texts have no {kind} tokens; give some non-empty texts")
-        kept = [(token, n) for token, n in counts.items() if n >= min_count]
-        if not kept:
-            raise ValueError(f"no token occurs {min_count} or more times; lower min_count")
-        kept.sort(key=lambda item: (-item[1], item[0]))  # (descending count, codepoint)
-        if max_size is not None:
-            kept = kept[: max_size - len(SPECIALS)]
-        return cls(kind, [*SPECIALS, *(token for token, _ in kept)])
+        limit = None if max_size is None else max_size - len(SPECIALS)
+        return cls(kind, [*SPECIALS, *ranked_tokens(counts, min_count, limit, "the texts")])
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -51,6 +51,18 @@ def tokenize(text: str, kind: str) -> list[str]:
     return _WORD_TOKEN.findall(text)
 
 
+def ranked_tokens(
+    counts: Counter[str], min_count: int, limit: int | None, source: str
+) -> list[str]:
+    """The tokens counted ``min_count`` or more times, by descending count then codepoint
+    (so the same text gives the same ids), at most ``limit`` of them."""
+    kept = [(token, n) for token, n in counts.items() if n >= min_count]
+    if not kept:
+        raise ValueError(f"no token of {source} occurs {min_count} or more times; lower min_count")
+    kept.sort(key=lambda item: (-item[1], item[0]))  # Python orders str by codepoint
+    return [token for token, _ in kept[:limit]]
+
+
 def _space_before(token: str, previous: str | None) -> bool:
     """Whether word decoding puts a space between ``previous`` and ``token``."""
     if previous == "\n" or token == "\n":
@@ -116,16 +128,8 @@ class Vocab:
         if not counts:
             what = "characters" if kind == "char" else "word tokens (words, punctuation, newlines)"
             raise ValueError(f"{source} has no {what}; give a text with some content")
-        kept = [(token, n) for token, n in counts.items() if n >= min_count]
-        if not kept:
-            raise ValueError(
-                f"no token of {source} occurs {min_count} or more times; lower min_count"
-            )
-        # Python orders strings by codepoint, so this is (descending count, codepoint).
-        kept.sort(key=lambda item: (-item[1], item[0]))
-        if max_size is not None:
-            kept = kept[: max_size - 1]  # one place is <unk>'s
-        return cls(kind, [UNK_TOKEN] + [token for token, _ in kept])
+        limit = None if max_size is None else max_size - 1  # one place is <unk>'s
+        return cls(kind, [UNK_TOKEN, *ranked_tokens(counts, min_count, limit, source)])
 
     # ---- encoding and decoding ------------------------------------------------------
 
