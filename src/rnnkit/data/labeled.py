@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rnnkit.data.text import read_whole_text
 from rnnkit.data.vocab import Vocab, check_kind
 
 KINDS = ("numeric", "tokens")
@@ -317,29 +318,9 @@ def _need_labels(labels: np.ndarray | None, source: str) -> np.ndarray:
 # ---------------------------------------------------------------------------- files
 
 
-def _read_text_file(path: Path, what: str = "file") -> str:
-    """The whole UTF-8 text of ``path`` (BOM dropped), or a one-line ValueError."""
-    if not path.exists():
-        raise ValueError(f"no such {what}: {path}")
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory; give a {what}")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror or e}") from e
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ValueError(
-            f"{path} line {line}: byte {e.start} is not UTF-8; save the file as UTF-8"
-        ) from None
-    return text
-
-
 def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and non-blank data rows (with their line numbers) of a CSV file."""
-    text = _read_text_file(path, "CSV file")
+    text = read_whole_text(path, "CSV file")
     if not text.strip():
         raise ValueError(f"{path} is empty; it needs a header row and data rows")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -456,7 +437,7 @@ def read_jsonl_sequences(
     of features. Blank lines are skipped.
     """
     path = Path(path)
-    text = _read_text_file(path, "JSONL file")
+    text = read_whole_text(path, "JSONL file")
     sequences, raw_labels, lines = [], [], []
     features: int | None = None
     has_labels: bool | None = None
@@ -566,7 +547,7 @@ def read_text_folder(
         if not files:
             raise ValueError(f"{folder} holds no {TEXT_SUFFIX} files; add some or remove it")
         for file in files:
-            text = _read_text_file(file, "text file")
+            text = read_whole_text(file, "text file")
             if not text.strip():
                 raise ValueError(f"{file} is empty; give it some text or remove it")
             texts.append(text)

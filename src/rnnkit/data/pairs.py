@@ -34,6 +34,7 @@ from torch import Tensor
 
 from rnnkit.atomic import atomic_write_text
 from rnnkit.data.labeled import stratified_split
+from rnnkit.data.text import read_whole_text
 from rnnkit.data.vocab import _WORD_TOKEN, _space_before, check_kind, ranked_tokens, tokenize
 
 PAD_ID, START_ID, END_ID, UNK_ID = 0, 1, 2, 3
@@ -241,22 +242,7 @@ def _check_tokens(kind: str, tokens: list[object]) -> None:
 
 def _read_lines(path: str | os.PathLike[str], what: str) -> list[str]:
     """The lines of a UTF-8 file (BOM dropped, ``\\n`` / ``\\r\\n`` endings removed)."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"no such {what}: {path}")
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory; give a {what}")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror or e}") from e
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ValueError(
-            f"{path} line {line}: byte {e.start} is not UTF-8; save the file as UTF-8"
-        ) from None
+    text = read_whole_text(Path(path), what)
     # Split on "\n" only: str.splitlines would also split on \x0b, \u2028, ... and
     # shift the line numbers in error messages.
     lines = text.split("\n")

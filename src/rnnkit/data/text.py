@@ -44,6 +44,27 @@ def _check_readable(path: Path) -> None:
         raise ValueError(f"{path} looks binary (it contains NUL bytes); give a UTF-8 text file")
 
 
+def read_whole_text(path: Path, what: str = "file") -> str:
+    """The whole UTF-8 text of a small file ``path`` (BOM dropped), or a one-line
+    ValueError naming the line of a byte that is not UTF-8; ``what`` names the file."""
+    if not path.exists():
+        raise ValueError(f"no such {what}: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a {what}")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path} line {line}: byte {e.start} is not UTF-8; save the file as UTF-8"
+        ) from None
+    return text
+
+
 def read_text_chunks(
     path: str | os.PathLike[str], chunk_chars: int = DEFAULT_CHUNK_CHARS
 ) -> Iterator[str]:
