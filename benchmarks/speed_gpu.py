@@ -226,15 +226,9 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     """Errors as the CLI reports them: one line on stderr, exit 2."""
-    from rnnkit.cli.errors import fail
+    from rnnkit.cli.errors import run_script
 
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except ValueError as err:
-        return fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
-    except OSError as err:
-        return fail(f"{err.strerror or err}: {err.filename}")
+    return run_script(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from rnnkit import __version__
 from rnnkit.cli.bench import add_bench_parser
 from rnnkit.cli.classify import add_classify_parser
 from rnnkit.cli.diagnose import add_diagnose_parser
-from rnnkit.cli.errors import fail
+from rnnkit.cli.errors import fail, fail_on
 from rnnkit.cli.esn import add_esn_parser
 from rnnkit.cli.export import add_export_parser
 from rnnkit.cli.forecast import add_forecast_parser
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except ValueError as err:  # every mistake a user can make is a ValueError
-        return fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return fail_on(err)
     except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return 0
